@@ -1,0 +1,17 @@
+//! The one place the host generates bindings from `wit/`.
+//!
+//! Only the types and the `function` export are used from here: the `burn-cache`
+//! import is registered by hand in [`crate::nested`], because its functions need the
+//! calling Store (to read and charge the caller's fuel), which generated host traits
+//! do not see.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "burncache:host/udf",
+    imports: { default: async },
+    exports: { default: async },
+});
+
+pub(crate) use burncache::host::types::{
+    Error as WitError, Limits as WitLimits, Payload as WitPayload,
+};

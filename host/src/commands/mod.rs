@@ -1,0 +1,175 @@
+//! The subcommands, one file each, and what they share: limit flags, reading a
+//! component by file or digest, and exit codes.
+
+mod batch;
+mod call;
+mod hash;
+mod inspect;
+mod run;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use burncache::{BurnCache, Digest, Error, ErrorKind, Limits};
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code for failures outside the error classes: I/O, a bad flag value.
+pub const EXIT_OTHER: u8 = 1;
+/// Exit code of `batch` when the batch ran but some rows failed.
+pub const EXIT_SOME_ROWS_FAILED: u8 = 3;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success
+  1   other failure (a file cannot be read, a bad flag value)
+  2   usage error
+  3   batch: the batch ran, but some rows failed
+  10  not-found          17  trap
+  11  invalid-digest     18  guest (the guest returned an error)
+  12  compile-failed     19  invalid-input
+  13  fuel-exhausted     20  permission-denied
+  14  memory-limit       21  depth-exceeded
+  15  timeout            22  backend
+  16  output-too-large   23  integrity
+`run` exits with the command's own exit code when it runs to completion.";
+
+/// Run WebAssembly components by content address.
+#[derive(Parser, Debug)]
+#[command(name = "burncache", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Hash(hash::HashCommand),
+    Call(call::CallCommand),
+    Batch(batch::BatchCommand),
+    Run(run::RunCommand),
+    Inspect(inspect::InspectCommand),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            Command::Hash(c) => c.run(),
+            Command::Call(c) => c.run().await,
+            Command::Batch(c) => c.run().await,
+            Command::Run(c) => c.run().await,
+            Command::Inspect(c) => c.run(),
+        }
+    }
+}
+
+/// Per-call ceilings, shared by every command that runs guest code.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LimitArgs {
+    /// Fuel the call may burn (about one unit per instruction) [default: 1000000000]
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+    /// Memory ceiling, e.g. `64MiB` [default: 64MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Wall-clock deadline, e.g. `500ms`, `2s` [default: 10s]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Output ceiling, e.g. `1MiB` [default: 16MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    output_limit: Option<u64>,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            fuel: self.fuel,
+            memory_bytes: self.memory,
+            timeout: self.timeout,
+            output_bytes: self.output_limit,
+        }
+    }
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("{e} (try `64MiB`, `512KiB` or a number of bytes)"))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("{e} (try `500ms` or `2s`)"))
+}
+
+/// A cache for one CLI invocation.
+fn cache() -> anyhow::Result<BurnCache> {
+    Ok(BurnCache::new()?)
+}
+
+/// Registers the component named on the command line: a file of component bytes, or
+/// the digest of a component this node can find.
+async fn register(cache: &BurnCache, component: &str) -> anyhow::Result<Digest> {
+    let path = Path::new(component);
+    if path.is_file() {
+        let bytes = read(path)?;
+        return Ok(cache.register(&bytes).await?);
+    }
+    let looks_like_a_path = component.contains(['/', '\\']) || component.ends_with(".wasm");
+    if looks_like_a_path {
+        anyhow::bail!("no such file: {component}");
+    }
+    let digest = Digest::parse(component)?;
+    Ok(cache.register_by_hash(&digest).await?)
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The library error somewhere in the chain, if any.
+fn library_error(err: &anyhow::Error) -> Option<&Error> {
+    err.chain().find_map(|e| e.downcast_ref::<Error>())
+}
+
+/// The exit code for an error: one per error class, 1 for anything else.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    library_error(err).map_or(EXIT_OTHER, |e| kind_exit_code(e.kind()))
+}
+
+/// The exit code of an error class.
+pub fn kind_exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::NotFound => 10,
+        ErrorKind::InvalidDigest => 11,
+        ErrorKind::CompileFailed => 12,
+        ErrorKind::FuelExhausted => 13,
+        ErrorKind::MemoryLimit => 14,
+        ErrorKind::Timeout => 15,
+        ErrorKind::OutputTooLarge => 16,
+        ErrorKind::Trap => 17,
+        ErrorKind::Guest => 18,
+        ErrorKind::InvalidInput => 19,
+        ErrorKind::PermissionDenied => 20,
+        ErrorKind::DepthExceeded => 21,
+        ErrorKind::Backend => 22,
+        ErrorKind::Integrity => 23,
+        _ => EXIT_OTHER,
+    }
+}
+
+/// What to try next, for the error classes where there is something to try.
+pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    Some(match library_error(err)?.kind() {
+        ErrorKind::NotFound => "register the component first, or pass its .wasm file instead of the digest",
+        ErrorKind::InvalidDigest => "a digest is 64 lower-case hex characters; `burncache hash FILE` prints one",
+        ErrorKind::FuelExhausted => "raise the budget with --fuel",
+        ErrorKind::MemoryLimit => "raise the ceiling with --memory",
+        ErrorKind::Timeout => "raise the deadline with --timeout",
+        ErrorKind::OutputTooLarge => "raise the ceiling with --output-limit",
+        ErrorKind::InvalidInput => "check the input and the component: `burncache inspect` shows what a component is",
+        _ => return None,
+    })
+}

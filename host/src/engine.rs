@@ -1,0 +1,109 @@
+//! The wasmtime engine every call runs on: how it is configured, and the one thread
+//! that drives wall-clock deadlines.
+
+use std::time::Duration;
+
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::limits::Ceilings;
+use crate::Error;
+
+/// How often the deadline clock ticks. A deadline is enforced to within one tick.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// How much fuel a guest burns between yields to the async executor, so that a busy
+/// guest never holds a worker thread for long.
+pub(crate) const FUEL_YIELD_INTERVAL: u64 = 50_000;
+
+/// An operator's settings for a [`BurnCache`](crate::BurnCache).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The ceilings a call gets when it asks for nothing.
+    pub defaults: Ceilings,
+    /// The most a call may ask for; larger requests are clamped to these.
+    pub maxima: Ceilings,
+    /// How deep guests may nest `burn-cache.execute` calls.
+    pub max_depth: u32,
+    /// Whether guests may `register` new component bytes and `forget` components.
+    /// Off by default: a guest can run what the operator deployed, not add to it.
+    pub allow_guest_register: bool,
+    /// How many instances may be alive at once on this node (the size of the
+    /// instance pool). Calls beyond it fail with a `backend` error.
+    pub max_instances: u32,
+    /// Whether to pre-allocate instance slots (the pooling allocator with
+    /// copy-on-write memory images). On by default: it is what makes a fresh
+    /// instance per call cheap.
+    pub pooling: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            defaults: Ceilings::DEFAULT,
+            maxima: Ceilings::MAXIMUM,
+            max_depth: 8,
+            allow_guest_register: false,
+            max_instances: 256,
+            pooling: true,
+        }
+    }
+}
+
+/// Builds the engine: the component model, fuel, epoch deadlines, and (by default)
+/// the pooling allocator sized from `config`.
+pub(crate) fn build(config: &Config) -> Result<Engine, Error> {
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .memory_init_cow(true)
+        .parallel_compilation(true);
+    if config.pooling {
+        let slots = config.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(slots)
+            // Components built from Rust or C hold a few core instances each (the
+            // program, its shims and fix-ups); nested calls each take their own.
+            .total_core_instances(slots.saturating_mul(4))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(4))
+            .total_stacks(slots)
+            .max_memory_size(usize::try_from(config.maxima.memory_bytes).unwrap_or(usize::MAX))
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20)
+            .table_elements(100_000);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&wasm).map_err(|e| Error::Backend(format!("cannot configure the engine: {e:#}")))
+}
+
+/// Starts the thread that advances the engine's epoch every [`EPOCH_TICK`]. It stops
+/// by itself once the engine is dropped.
+pub(crate) fn start_deadline_clock(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("burncache-deadlines".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the clock, deadlines would never fire; fuel still bounds every call.
+        tracing::error!("cannot start the deadline clock thread: {e}");
+    }
+}
+
+/// Epoch ticks from now until `remaining` has passed, rounded up, plus one so that a
+/// tick landing right after the call starts does not cut it short.
+pub(crate) fn ticks_for(remaining: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos().max(1);
+    u64::try_from(remaining.as_nanos().div_ceil(tick))
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}

@@ -1,0 +1,89 @@
+//! What a component is: its WIT world, imports and exports, size and digest.
+
+use serde::Serialize;
+use wit_component::{DecodedWasm, WitPrinter};
+
+use crate::cache::check_is_component;
+use crate::{Digest, Error};
+
+/// The interface a function guest exports.
+pub const FUNCTION_EXPORT: &str = "burncache:host/function@0.1.0";
+
+/// What kind of program a component is, from what it exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComponentKind {
+    /// Exports `burncache:host/function`: callable with `execute`.
+    Function,
+    /// Exports `wasi:cli/run`: runnable with `burncache run`.
+    Command,
+    /// Exports `wasi:http/incoming-handler`: an HTTP guest.
+    Http,
+    /// None of the above.
+    Other,
+}
+
+/// A description of a component.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// The component's digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// What it is, from its exports.
+    pub kind: ComponentKind,
+    /// The names of what it imports (interfaces or functions).
+    pub imports: Vec<String>,
+    /// The names of what it exports.
+    pub exports: Vec<String>,
+    /// Its world, printed as WIT.
+    pub wit: String,
+}
+
+/// Describes the component in `bytes`.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] when the bytes are not a component, or its type
+/// information cannot be decoded.
+pub fn inspect(bytes: &[u8]) -> Result<Inspection, Error> {
+    check_is_component(bytes)?;
+    let decoded = wit_component::decode(bytes)
+        .map_err(|e| Error::InvalidInput(format!("cannot decode the component's types: {e:#}")))?;
+    let DecodedWasm::Component(resolve, world_id) = decoded else {
+        return Err(Error::InvalidInput(
+            "this is a WIT package, not a runnable component".to_string(),
+        ));
+    };
+    let world = &resolve.worlds[world_id];
+    let names = |items: &mut dyn Iterator<Item = &wit_parser::WorldKey>| -> Vec<String> {
+        items.map(|key| resolve.name_world_key(key)).collect()
+    };
+    let imports = names(&mut world.imports.keys());
+    let exports = names(&mut world.exports.keys());
+    let kind = if exports.iter().any(|e| e == FUNCTION_EXPORT) {
+        ComponentKind::Function
+    } else if exports.iter().any(|e| e.starts_with("wasi:cli/run@")) {
+        ComponentKind::Command
+    } else if exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@")) {
+        ComponentKind::Http
+    } else {
+        ComponentKind::Other
+    };
+    let mut printer = WitPrinter::default();
+    let wit = match world.package {
+        Some(package) => printer
+            .print(&resolve, package, &[])
+            .map(|()| printer.output.to_string())
+            .unwrap_or_else(|e| format!("// cannot print the world: {e}")),
+        None => String::new(),
+    };
+    Ok(Inspection {
+        digest: Digest::of(bytes),
+        size: bytes.len() as u64,
+        kind,
+        imports,
+        exports,
+        wit,
+    })
+}

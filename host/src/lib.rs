@@ -1,0 +1,48 @@
+//! burncache runs WebAssembly components by content address.
+//!
+//! A component's SHA-256 [`Digest`] is its name and its version. A [`BurnCache`]
+//! compiles each unique component exactly once, however many callers race for it, and
+//! runs every call in its own wasmtime Store with fuel, a memory ceiling, a wall-clock
+//! deadline, an output ceiling and a sealed WASI context. Guests can call each other
+//! by digest through the imported `burncache:host/burn-cache` interface; such nested
+//! calls draw on their caller's budget.
+//!
+//! ```no_run
+//! use burncache::{BurnCache, Limits, Payload};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), burncache::Error> {
+//!     let cache = BurnCache::new()?;
+//!     let bytes = std::fs::read("add_one.wasm").expect("read the component");
+//!     let digest = cache.register(&bytes).await?;
+//!     let input = Payload::json(&serde_json::json!({ "n": 41 }))?;
+//!     let output = cache.execute(&digest, input, &Limits::default()).await?;
+//!     assert_eq!(output, Payload::Json(r#"{"n":42}"#.into()));
+//!     Ok(())
+//! }
+//! ```
+
+mod bindings;
+mod cache;
+mod call;
+mod digest;
+mod engine;
+mod error;
+mod inspect;
+mod limits;
+mod nested;
+mod output;
+mod payload;
+mod run;
+mod stats;
+
+pub use cache::BurnCache;
+pub use call::Outcome;
+pub use digest::Digest;
+pub use engine::Config;
+pub use error::{Error, ErrorKind};
+pub use inspect::{ComponentKind, FUNCTION_EXPORT, Inspection, inspect};
+pub use limits::{Ceilings, Limits};
+pub use payload::Payload;
+pub use run::RunOptions;
+pub use stats::Stats;

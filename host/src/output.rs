@@ -1,0 +1,181 @@
+//! Guest standard output and error: a bounded capture for sealed calls, and a capped
+//! pass-through for `burncache run`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+
+/// Keeps the first `capacity` bytes a guest writes and silently drops the rest.
+///
+/// Used for the stderr of sealed calls, so that a trap can be reported with the panic
+/// message the guest printed, while a chatty guest can never make the host buffer
+/// without bound.
+#[derive(Clone)]
+pub(crate) struct Capture {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    capacity: usize,
+}
+
+impl Capture {
+    pub(crate) fn new(capacity: usize) -> Capture {
+        Capture {
+            buffer: Arc::default(),
+            capacity,
+        }
+    }
+
+    /// What was captured, as text (lossily), trimmed.
+    pub(crate) fn text(&self) -> String {
+        let buffer = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&buffer).trim().to_string()
+    }
+}
+
+impl IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Capture {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl AsyncWrite for Capture {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut buffer = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = self.capacity.saturating_sub(buffer.len());
+        buffer.extend_from_slice(&buf[..buf.len().min(room)]);
+        // Report everything as written: dropping the excess is the point.
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The byte budget that a command's stdout and stderr share, and whether it ran out.
+#[derive(Clone)]
+pub(crate) struct OutputBudget {
+    left: Arc<AtomicU64>,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl OutputBudget {
+    pub(crate) fn new(bytes: u64) -> OutputBudget {
+        OutputBudget {
+            left: Arc::new(AtomicU64::new(bytes)),
+            exceeded: Arc::default(),
+        }
+    }
+
+    /// Whether a write was refused because the budget ran out.
+    pub(crate) fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// Takes `n` bytes from the budget, or marks it exceeded and refuses.
+    fn take(&self, n: usize) -> bool {
+        let n = n as u64;
+        let taken = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n));
+        if taken.is_err() {
+            self.exceeded.store(true, Ordering::Relaxed);
+        }
+        taken.is_ok()
+    }
+}
+
+/// Passes a guest's output through to one of the host's own streams, until the shared
+/// [`OutputBudget`] runs out; then every write fails.
+pub(crate) struct PassThrough<W> {
+    make: fn() -> W,
+    budget: OutputBudget,
+}
+
+impl<W> PassThrough<W> {
+    pub(crate) fn new(make: fn() -> W, budget: OutputBudget) -> Self {
+        PassThrough { make, budget }
+    }
+}
+
+impl<W: AsyncWrite + Send + Sync + Unpin + 'static> IsTerminal for PassThrough<W> {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl<W: AsyncWrite + Send + Sync + Unpin + 'static> StdoutStream for PassThrough<W> {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(Capped {
+            inner: (self.make)(),
+            budget: self.budget.clone(),
+        })
+    }
+}
+
+struct Capped<W> {
+    inner: W,
+    budget: OutputBudget,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Capped<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if !self.budget.take(buf.len()) {
+            return Poll::Ready(Err(io::Error::other("the output ceiling was reached")));
+        }
+        // A short write returns budget that was taken but not used; it is not given
+        // back, which errs on the side of stopping a noisy guest early.
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn capture_keeps_a_bounded_prefix() {
+        let capture = Capture::new(5);
+        let mut w = capture.async_stream();
+        w.write_all(b"hello world").await.expect("write");
+        assert_eq!(capture.text(), "hello");
+    }
+
+    #[tokio::test]
+    async fn pass_through_stops_at_the_budget() {
+        let budget = OutputBudget::new(4);
+        let out = PassThrough::new(tokio::io::sink, budget.clone());
+        let mut w = out.async_stream();
+        w.write_all(b"abc").await.expect("within budget");
+        assert!(!budget.exceeded());
+        assert!(w.write_all(b"de").await.is_err());
+        assert!(budget.exceeded());
+    }
+}

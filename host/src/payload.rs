@@ -1,0 +1,106 @@
+//! What goes into and comes out of a call: JSON text or raw bytes.
+
+use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+
+use crate::Error;
+
+/// The input or output of a call, mirroring the WIT `payload` variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// A JSON document as UTF-8 text.
+    Json(String),
+    /// Raw bytes.
+    Bytes(Vec<u8>),
+}
+
+impl Payload {
+    /// Serializes `value` to a JSON payload.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when `value` cannot be serialized (a map with non-string
+    /// keys, say).
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
+        serde_json::to_string(value)
+            .map(Payload::Json)
+            .map_err(|e| Error::InvalidInput(format!("cannot serialize the input to JSON: {e}")))
+    }
+
+    /// Wraps JSON text after checking that it is one well-formed JSON document.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the line and column of the first syntax error.
+    pub fn json_text(text: impl Into<String>) -> Result<Payload, Error> {
+        let text = text.into();
+        check_json(&text)?;
+        Ok(Payload::Json(text))
+    }
+
+    /// The payload's size in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(text) => text.len(),
+            Payload::Bytes(bytes) => bytes.len(),
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The payload's bytes: the JSON text's UTF-8, or the raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Payload::Json(text) => text.as_bytes(),
+            Payload::Bytes(bytes) => bytes,
+        }
+    }
+
+    /// Deserializes a JSON payload into `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when the payload is bytes, or its JSON does not fit `T`.
+    pub fn to_value<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        match self {
+            Payload::Json(text) => serde_json::from_str(text)
+                .map_err(|e| Error::InvalidInput(format!("the JSON does not fit: {e}"))),
+            Payload::Bytes(_) => Err(Error::InvalidInput(
+                "expected a JSON payload, got bytes".to_string(),
+            )),
+        }
+    }
+}
+
+/// Checks that `text` is exactly one JSON document, without building it.
+pub(crate) fn check_json(text: &str) -> Result<(), Error> {
+    serde_json::from_str::<IgnoredAny>(text)
+        .map(drop)
+        .map_err(|e| Error::InvalidInput(format!("the input is not valid JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn json_text_is_checked() {
+        assert!(Payload::json_text(r#"{"n": 1}"#).is_ok());
+        let err = Payload::json_text(r#"{"n": "#).expect_err("truncated");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(Payload::json_text("1 2").is_err(), "two documents");
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let p = Payload::json(&serde_json::json!({"n": 41})).expect("serialize");
+        let v: serde_json::Value = p.to_value().expect("deserialize");
+        assert_eq!(v["n"], 41);
+        assert!(Payload::Bytes(vec![1]).to_value::<u8>().is_err());
+    }
+}

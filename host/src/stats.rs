@@ -1,0 +1,102 @@
+//! Counters for what a cache has done, and the snapshot callers read.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::{Error, ErrorKind};
+
+/// A snapshot of a cache's counters since it was created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Look-ups that found a finished compile (success or remembered failure).
+    pub hits: u64,
+    /// Look-ups that had to compile, or wait for a compile already under way.
+    pub misses: u64,
+    /// Compiles started.
+    pub compiles: u64,
+    /// Compiles that failed (the failure is remembered until `forget`).
+    pub compile_failures: u64,
+    /// Time spent compiling, summed.
+    #[serde(serialize_with = "as_seconds")]
+    pub compile_time: Duration,
+    /// Calls that returned an output.
+    pub calls_ok: u64,
+    /// Calls that failed, by error kind (`timeout`, `guest`, ...).
+    pub calls_failed: BTreeMap<&'static str, u64>,
+    /// Fuel burned by top-level calls (nested calls are charged to their caller).
+    pub fuel_burned: u64,
+    /// Components this node holds (compiled or failed).
+    pub components: u64,
+}
+
+impl Stats {
+    /// Failed calls of one kind.
+    pub fn failed(&self, kind: ErrorKind) -> u64 {
+        self.calls_failed.get(kind.as_str()).copied().unwrap_or(0)
+    }
+}
+
+fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// The live counters behind [`Stats`]. Relaxed atomics: each counter is exact, but a
+/// snapshot is not a single instant across counters.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) compiles: AtomicU64,
+    pub(crate) compile_failures: AtomicU64,
+    pub(crate) compile_nanos: AtomicU64,
+    pub(crate) calls_ok: AtomicU64,
+    calls_failed: [AtomicU64; ErrorKind::ALL.len()],
+    pub(crate) fuel_burned: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn add_fuel(&self, fuel: u64) {
+        self.fuel_burned.fetch_add(fuel, Relaxed);
+    }
+
+    pub(crate) fn record_compile(&self, took: Duration, failed: bool) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.compile_nanos.fetch_add(nanos, Relaxed);
+        if failed {
+            Counters::bump(&self.compile_failures);
+        }
+    }
+
+    pub(crate) fn record_call<T>(&self, result: &Result<T, Error>) {
+        match result {
+            Ok(_) => Counters::bump(&self.calls_ok),
+            Err(e) => Counters::bump(&self.calls_failed[e.kind().index()]),
+        }
+    }
+
+    pub(crate) fn snapshot(&self, components: u64) -> Stats {
+        let calls_failed = ErrorKind::ALL
+            .iter()
+            .map(|kind| (kind.as_str(), self.calls_failed[kind.index()].load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        Stats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            compiles: self.compiles.load(Relaxed),
+            compile_failures: self.compile_failures.load(Relaxed),
+            compile_time: Duration::from_nanos(self.compile_nanos.load(Relaxed)),
+            calls_ok: self.calls_ok.load(Relaxed),
+            calls_failed,
+            fuel_burned: self.fuel_burned.load(Relaxed),
+            components,
+        }
+    }
+}
