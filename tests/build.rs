@@ -16,9 +16,19 @@ const GUESTS: &[(&str, &str, &str)] = &[
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let root = manifest_dir.parent().expect("tests/ is inside the workspace").to_path_buf();
-    for watched in ["wit", "guest-sdk", "examples", "tests/fixtures", "tests/all"] {
+    let manifest_dir =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let root = manifest_dir
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf();
+    for watched in [
+        "wit",
+        "guest-sdk",
+        "examples",
+        "tests/fixtures",
+        "tests/all",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
@@ -27,13 +37,28 @@ fn main() {
     let mut build = Command::new(cargo);
     build
         .current_dir(&root)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for (_, package, _) in GUESTS {
         build.args(["-p", package]);
     }
+    // Small guests: no debug info (names stay, for backtraces).
+    build
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
     // The outer build's flags are for the host, not for wasm.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
         build.env_remove(var);
     }
     let status = build.status().expect("run cargo to build the guests");
@@ -50,7 +75,11 @@ fn main() {
             "guest `{package}` ({constant}) is built but no test in tests/all uses it"
         );
         let path = target_dir.join("wasm32-wasip2").join("release").join(file);
-        assert!(path.exists(), "the build did not produce {}", path.display());
+        assert!(
+            path.exists(),
+            "the build did not produce {}",
+            path.display()
+        );
         out.push_str(&format!(
             "/// The `{package}` guest, built for wasm32-wasip2.\npub const {constant}: &str = {:?};\n",
             path.display().to_string()

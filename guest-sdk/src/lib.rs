@@ -165,16 +165,19 @@ macro_rules! export {
         const _: () = {
             struct __BurncacheExport;
             impl $crate::bindings::exports::burncache::host::function::Guest for __BurncacheExport {
-                fn call(input: $crate::Payload) -> ::core::result::Result<$crate::Payload, ::std::string::String> {
+                fn call(
+                    input: $crate::Payload,
+                ) -> ::core::result::Result<$crate::Payload, ::std::string::String> {
                     <$ty as $crate::Function>::call(input)
                 }
                 fn call_batch(
                     inputs: ::std::vec::Vec<$crate::Payload>,
-                ) -> ::std::vec::Vec<::core::result::Result<$crate::Payload, ::std::string::String>> {
-                    <$ty as $crate::Function>::call_batch(inputs)
+                ) -> ::std::vec::Vec<::core::result::Result<$crate::Payload, ::std::string::String>>
+                {
+            <$ty as $crate::Function>::call_batch(inputs)
                 }
             }
-            $crate::__export_udf!(__BurncacheExport with_types_in $crate::bindings);
+            $crate::bindings::__export_udf!(__BurncacheExport with_types_in $crate::bindings);
         };
     };
 }
@@ -186,7 +189,9 @@ macro_rules! export_json {
         const _: () = {
             struct __BurncacheJson;
             impl $crate::Function for __BurncacheJson {
-                fn call(input: $crate::Payload) -> ::core::result::Result<$crate::Payload, ::std::string::String> {
+                fn call(
+                    input: $crate::Payload,
+                ) -> ::core::result::Result<$crate::Payload, ::std::string::String> {
                     $crate::__call_json($f, input)
                 }
             }
@@ -203,7 +208,9 @@ macro_rules! export_fn {
         const _: () = {
             struct __BurncacheFn;
             impl $crate::Function for __BurncacheFn {
-                fn call(input: $crate::Payload) -> ::core::result::Result<$crate::Payload, ::std::string::String> {
+                fn call(
+                    input: $crate::Payload,
+                ) -> ::core::result::Result<$crate::Payload, ::std::string::String> {
                     $crate::__call($f, input)
                 }
             }
@@ -219,7 +226,10 @@ macro_rules! export_fn {
 ///
 /// The callee's classified [`Error`]; an output that does not decode as `O` is
 /// reported as [`Error::Guest`].
-pub fn execute<I: Serialize + ?Sized, O: DeserializeOwned>(digest: &str, input: &I) -> Result<O, Error> {
+pub fn execute<I: Serialize + ?Sized, O: DeserializeOwned>(
+    digest: &str,
+    input: &I,
+) -> Result<O, Error> {
     let input = serde_json::to_string(input)
         .map(Payload::Json)
         .map_err(|e| Error::InvalidInput(format!("cannot serialize the input: {e}")))?;
@@ -236,7 +246,11 @@ pub fn execute<I: Serialize + ?Sized, O: DeserializeOwned>(digest: &str, input: 
 /// # Errors
 ///
 /// The callee's classified [`Error`].
-pub fn execute_payload(digest: &str, input: Payload, limits: Option<Limits>) -> Result<Payload, Error> {
+pub fn execute_payload(
+    digest: &str,
+    input: Payload,
+    limits: Option<Limits>,
+) -> Result<Payload, Error> {
     burn_cache::execute(digest, &input, limits)
 }
 

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
-use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
 
 use crate::bindings::UdfPre;
 use crate::call::CallState;
@@ -158,7 +158,10 @@ impl BurnCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Slot>>> {
         // The map is never left half-updated, so a panic elsewhere cannot poison it
         // in a way that matters.
-        self.inner.slots.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn slot(&self, digest: &Digest) -> Option<Arc<Slot>> {
@@ -192,7 +195,9 @@ impl BurnCache {
                 let started = Instant::now();
                 let outcome = tokio::task::spawn_blocking(move || compile(&inner, digest, &source))
                     .await
-                    .unwrap_or_else(|e| Err(Error::Backend(format!("the compile task failed: {e}"))));
+                    .unwrap_or_else(|e| {
+                        Err(Error::Backend(format!("the compile task failed: {e}")))
+                    });
                 let took = started.elapsed();
                 counters.record_compile(took, outcome.is_err());
                 log_compile(digest, took, &outcome);
@@ -213,8 +218,8 @@ fn log_compile(digest: Digest, took: Duration, outcome: &Result<Compiled, Error>
 /// Checks what the bytes are, compiles them and links them against the host.
 fn compile(inner: &Inner, digest: Digest, bytes: &[u8]) -> Result<Compiled, Error> {
     check_is_component(bytes)?;
-    let component = Component::new(&inner.engine, bytes)
-        .map_err(|e| Error::CompileFailed(format!("{e:#}")))?;
+    let component =
+        Component::new(&inner.engine, bytes).map_err(|e| Error::CompileFailed(format!("{e:#}")))?;
     let pre = inner
         .linker
         .instantiate_pre(&component)

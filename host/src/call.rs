@@ -347,13 +347,20 @@ impl BurnCache {
         input: Payload,
         limits: &Limits,
     ) -> Outcome<Payload> {
-        let outcome = self.execute_in(digest, input, Scope::top(self, limits)).await;
+        let outcome = self
+            .execute_in(digest, input, Scope::top(self, limits))
+            .await;
         self.inner.counters.add_fuel(outcome.fuel_burned);
         outcome
     }
 
     /// Runs `execute` within `scope` (a top-level call, or a nested one).
-    pub(crate) async fn execute_in(&self, digest: &Digest, input: Payload, scope: Scope) -> Outcome<Payload> {
+    pub(crate) async fn execute_in(
+        &self,
+        digest: &Digest,
+        input: Payload,
+        scope: Scope,
+    ) -> Outcome<Payload> {
         let compiled = match self.prepare(digest, &input).await {
             Ok(compiled) => compiled,
             Err(e) => return self.failed_early(e),
@@ -396,7 +403,9 @@ impl BurnCache {
         inputs: Vec<Payload>,
         limits: &Limits,
     ) -> Result<Vec<Result<Payload, Error>>, Error> {
-        self.execute_batch_metered(digest, inputs, limits).await.result
+        self.execute_batch_metered(digest, inputs, limits)
+            .await
+            .result
     }
 
     /// [`BurnCache::execute_batch`], also reporting the fuel burned and the time taken.
@@ -406,7 +415,9 @@ impl BurnCache {
         inputs: Vec<Payload>,
         limits: &Limits,
     ) -> Outcome<Vec<Result<Payload, Error>>> {
-        let outcome = self.execute_batch_in(digest, inputs, Scope::top(self, limits)).await;
+        let outcome = self
+            .execute_batch_in(digest, inputs, Scope::top(self, limits))
+            .await;
         self.inner.counters.add_fuel(outcome.fuel_burned);
         outcome
     }
@@ -421,7 +432,11 @@ impl BurnCache {
             Ok(compiled) => compiled,
             Err(e) => return self.failed_early(e),
         };
-        if let Some((row, e)) = inputs.iter().enumerate().find_map(|(i, p)| check_input(p).err().map(|e| (i, e))) {
+        if let Some((row, e)) = inputs
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| check_input(p).err().map(|e| (i, e)))
+        {
             return self.failed_early(Error::InvalidInput(format!("row {row}: {e}")));
         }
         let inputs: Vec<WitPayload> = inputs.into_iter().map(WitPayload::from).collect();

@@ -39,10 +39,7 @@ impl Digest {
                 text.chars().count()
             )));
         }
-        if let Some(c) = text
-            .chars()
-            .find(|c| !matches!(c, '0'..='9' | 'a'..='f'))
-        {
+        if let Some(c) = text.chars().find(|c| !matches!(c, '0'..='9' | 'a'..='f')) {
             return Err(invalid(&format!(
                 "{c:?} is not a lower-case hex digit (0-9, a-f)"
             )));
@@ -113,7 +110,14 @@ mod tests {
     #[test]
     fn rejects_malformed_text() {
         let upper = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD";
-        for bad in ["", "abc", upper, &"g".repeat(64), &"a".repeat(65), &"é".repeat(32)] {
+        for bad in [
+            "",
+            "abc",
+            upper,
+            &"g".repeat(64),
+            &"a".repeat(65),
+            &"é".repeat(32),
+        ] {
             let err = Digest::parse(bad).expect_err(bad);
             assert_eq!(err.kind(), ErrorKind::InvalidDigest, "{bad}");
         }

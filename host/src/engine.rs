@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::limits::Ceilings;
 use crate::Error;
+use crate::limits::Ceilings;
 
 /// How often the deadline clock ticks. A deadline is enforced to within one tick.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);

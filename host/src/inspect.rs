@@ -65,7 +65,10 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, Error> {
         ComponentKind::Function
     } else if exports.iter().any(|e| e.starts_with("wasi:cli/run@")) {
         ComponentKind::Command
-    } else if exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@")) {
+    } else if exports
+        .iter()
+        .any(|e| e.starts_with("wasi:http/incoming-handler@"))
+    {
         ComponentKind::Http
     } else {
         ComponentKind::Other

@@ -61,7 +61,10 @@ impl Ceilings {
                 .memory_bytes
                 .unwrap_or(defaults.memory_bytes)
                 .min(self.memory_bytes),
-            timeout: request.timeout.unwrap_or(defaults.timeout).min(self.timeout),
+            timeout: request
+                .timeout
+                .unwrap_or(defaults.timeout)
+                .min(self.timeout),
             output_bytes: request
                 .output_bytes
                 .unwrap_or(defaults.output_bytes)

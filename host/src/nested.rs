@@ -5,8 +5,10 @@
 //! because each needs the calling Store itself: to read the caller's fuel before a
 //! nested call and to charge what the nested call burned after it.
 
+use std::time::Instant;
 use wasmtime::component::Linker;
-use wasmtime::StoreContextMut;
+
+use wasmtime::{StoreContextMut, Trap};
 
 use crate::bindings::{WitError, WitLimits, WitPayload};
 use crate::call::CallState;
@@ -37,7 +39,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
             Box::new(execute_batch(store, digest, inputs, limits))
         },
     )?;
-    api.func_wrap_async("forget", |store, (digest,): (String,)| Box::new(forget(store, digest)))?;
+    api.func_wrap_async("forget", |store, (digest,): (String,)| {
+        Box::new(forget(store, digest))
+    })?;
     Ok(())
 }
 
@@ -54,7 +58,10 @@ async fn register(store: StoreContextMut<'_, CallState>, bytes: Vec<u8>) -> Retu
     answer(cache.register(&bytes).await.map(|d| d.to_string()))
 }
 
-async fn register_by_hash(store: StoreContextMut<'_, CallState>, digest: String) -> Returned<String> {
+async fn register_by_hash(
+    store: StoreContextMut<'_, CallState>,
+    digest: String,
+) -> Returned<String> {
     let cache = store.data().scope.cache.clone();
     let result = match Digest::parse(&digest) {
         Ok(digest) => cache.register_by_hash(&digest).await.map(|d| d.to_string()),
@@ -81,7 +88,7 @@ async fn execute(
     };
     let cache = child.cache.clone();
     let outcome = cache.execute_in(&digest, Payload::from(input), child).await;
-    store.set_fuel(fuel_left.saturating_sub(outcome.fuel_burned))?;
+    charge(&mut store, fuel_left, outcome.fuel_burned)?;
     answer(outcome.result.map(WitPayload::from))
 }
 
@@ -104,7 +111,7 @@ async fn execute_batch(
     let cache = child.cache.clone();
     let inputs = inputs.into_iter().map(Payload::from).collect();
     let outcome = cache.execute_batch_in(&digest, inputs, child).await;
-    store.set_fuel(fuel_left.saturating_sub(outcome.fuel_burned))?;
+    charge(&mut store, fuel_left, outcome.fuel_burned)?;
     answer(outcome.result.map(|rows| {
         rows.into_iter()
             .map(|row| row.map(WitPayload::from).map_err(WitError::from))
@@ -124,6 +131,21 @@ async fn forget(store: StoreContextMut<'_, CallState>, digest: String) -> Return
     answer(Digest::parse(&digest).map(|d| {
         scope.cache.forget(&d);
     }))
+}
+
+/// Charges the caller for what a nested call burned, and ends the caller too when
+/// the nested call used up the caller's time: a caller never outlives its deadline
+/// because the time ran out inside a child.
+fn charge(
+    store: &mut StoreContextMut<'_, CallState>,
+    fuel_left: u64,
+    burned: u64,
+) -> wasmtime::Result<()> {
+    store.set_fuel(fuel_left.saturating_sub(burned))?;
+    if Instant::now() >= store.data().scope.deadline {
+        return Err(wasmtime::Error::new(Trap::Interrupt));
+    }
+    Ok(())
 }
 
 /// Hands a result back to the guest: errors are values for it to handle, not traps.

@@ -49,7 +49,11 @@ impl StdoutStream for Capture {
 }
 
 impl AsyncWrite for Capture {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let mut buffer = self.buffer.lock().unwrap_or_else(PoisonError::into_inner);
         let room = self.capacity.saturating_sub(buffer.len());
         buffer.extend_from_slice(&buf[..buf.len().min(room)]);
@@ -91,7 +95,9 @@ impl OutputBudget {
         let n = n as u64;
         let taken = self
             .left
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n)
+            });
         if taken.is_err() {
             self.exceeded.store(true, Ordering::Relaxed);
         }
@@ -163,7 +169,7 @@ mod tests {
     #[tokio::test]
     async fn capture_keeps_a_bounded_prefix() {
         let capture = Capture::new(5);
-        let mut w = capture.async_stream();
+        let mut w = Box::into_pin(capture.async_stream());
         w.write_all(b"hello world").await.expect("write");
         assert_eq!(capture.text(), "hello");
     }
@@ -172,7 +178,7 @@ mod tests {
     async fn pass_through_stops_at_the_budget() {
         let budget = OutputBudget::new(4);
         let out = PassThrough::new(tokio::io::sink, budget.clone());
-        let mut w = out.async_stream();
+        let mut w = Box::into_pin(out.async_stream());
         w.write_all(b"abc").await.expect("within budget");
         assert!(!budget.exceeded());
         assert!(w.write_all(b"de").await.is_err());

@@ -8,7 +8,10 @@ struct Number {
 }
 
 fn add_one(input: Number) -> Result<Number, String> {
-    let n = input.n.checked_add(1).ok_or("n is too large to add one to")?;
+    let n = input
+        .n
+        .checked_add(1)
+        .ok_or("n is too large to add one to")?;
     Ok(Number { n })
 }
 

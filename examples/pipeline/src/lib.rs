@@ -30,10 +30,15 @@ fn pipeline(input: Input) -> Result<Output, String> {
     )
     .map_err(|e| format!("word-count failed: {e:?}"))?;
     let counts = match counts {
-        burncache_guest::Payload::Json(text) => serde_json::from_str(&text).map_err(|e| e.to_string())?,
+        burncache_guest::Payload::Json(text) => {
+            serde_json::from_str(&text).map_err(|e| e.to_string())?
+        }
         burncache_guest::Payload::Bytes(_) => return Err("word-count returned bytes".into()),
     };
-    Ok(Output { n: n["n"].clone(), counts })
+    Ok(Output {
+        n: n["n"].clone(),
+        counts,
+    })
 }
 
 burncache_guest::export_json!(pipeline);

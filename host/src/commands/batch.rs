@@ -34,10 +34,13 @@ impl BatchCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let text = String::from_utf8(super::read(&self.rows)?)
             .with_context(|| format!("{} is not UTF-8 text", self.rows.display()))?;
-        let rows = parse_rows(&text).with_context(|| format!("cannot read rows from {}", self.rows.display()))?;
+        let rows = parse_rows(&text)
+            .with_context(|| format!("cannot read rows from {}", self.rows.display()))?;
         let cache = super::cache()?;
         let digest = super::register(&cache, &self.component).await?;
-        let results = cache.execute_batch(&digest, rows, &self.limits.limits()).await?;
+        let results = cache
+            .execute_batch(&digest, rows, &self.limits.limits())
+            .await?;
         let mut failed = false;
         for result in results {
             failed |= result.is_err();
@@ -56,13 +59,17 @@ fn parse_rows(text: &str) -> Result<Vec<Payload>, Error> {
     if text.trim_start().starts_with('[') {
         let rows: Vec<Value> = serde_json::from_str(text)
             .map_err(|e| Error::InvalidInput(format!("not a JSON array of rows: {e}")))?;
-        return Ok(rows.into_iter().map(|v| Payload::Json(v.to_string())).collect());
+        return Ok(rows
+            .into_iter()
+            .map(|v| Payload::Json(v.to_string()))
+            .collect());
     }
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
-            Payload::json_text(line).map_err(|e| Error::InvalidInput(format!("line {}: {e}", i + 1)))
+            Payload::json_text(line)
+                .map_err(|e| Error::InvalidInput(format!("line {}: {e}", i + 1)))
         })
         .collect()
 }
@@ -90,7 +97,7 @@ mod tests {
     fn rows_come_as_an_array_or_ndjson() {
         let array = parse_rows(r#"[{"n": 1}, {"n": 2}]"#).expect("array");
         assert_eq!(array.len(), 2);
-        let lines = parse_rows("{\"n\": 1}\n\n{\"n\": 2}\n").expect("ndjson");
+        let lines = parse_rows("{\"n\":1}\n\n{\"n\":2}\n").expect("ndjson");
         assert_eq!(lines, array);
         let err = parse_rows("{\"n\": 1}\n{oops\n").expect_err("bad line");
         assert!(err.to_string().contains("line 2"), "{err}");

@@ -49,12 +49,15 @@ impl CallCommand {
         let input = if self.bytes {
             Payload::Bytes(input)
         } else {
-            let text = String::from_utf8(input).context("the input is not UTF-8 text (use --bytes for binary input)")?;
+            let text = String::from_utf8(input)
+                .context("the input is not UTF-8 text (use --bytes for binary input)")?;
             Payload::json_text(text)?
         };
         let cache = super::cache()?;
         let digest = super::register(&cache, &self.component).await?;
-        let outcome = cache.execute_metered(&digest, input, &self.limits.limits()).await;
+        let outcome = cache
+            .execute_metered(&digest, input, &self.limits.limits())
+            .await;
         if self.stats {
             let stats = cache.stats();
             eprintln!(

@@ -29,7 +29,12 @@ impl InspectCommand {
         }
         println!("digest:  {}", inspection.digest);
         println!("size:    {} bytes", inspection.size);
-        println!("kind:    {}", serde_json::to_value(inspection.kind)?.as_str().unwrap_or("other"));
+        println!(
+            "kind:    {}",
+            serde_json::to_value(inspection.kind)?
+                .as_str()
+                .unwrap_or("other")
+        );
         println!("imports:");
         for import in &inspection.imports {
             println!("  {import}");

@@ -163,13 +163,19 @@ pub fn kind_exit_code(kind: ErrorKind) -> u8 {
 /// What to try next, for the error classes where there is something to try.
 pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
     Some(match library_error(err)?.kind() {
-        ErrorKind::NotFound => "register the component first, or pass its .wasm file instead of the digest",
-        ErrorKind::InvalidDigest => "a digest is 64 lower-case hex characters; `burncache hash FILE` prints one",
+        ErrorKind::NotFound => {
+            "register the component first, or pass its .wasm file instead of the digest"
+        }
+        ErrorKind::InvalidDigest => {
+            "a digest is 64 lower-case hex characters; `burncache hash FILE` prints one"
+        }
         ErrorKind::FuelExhausted => "raise the budget with --fuel",
         ErrorKind::MemoryLimit => "raise the ceiling with --memory",
         ErrorKind::Timeout => "raise the deadline with --timeout",
         ErrorKind::OutputTooLarge => "raise the ceiling with --output-limit",
-        ErrorKind::InvalidInput => "check the input and the component: `burncache inspect` shows what a component is",
+        ErrorKind::InvalidInput => {
+            "check the input and the component: `burncache inspect` shows what a component is"
+        }
         _ => return None,
     })
 }
