@@ -174,10 +174,10 @@ macro_rules! export {
                     inputs: ::std::vec::Vec<$crate::Payload>,
                 ) -> ::std::vec::Vec<::core::result::Result<$crate::Payload, ::std::string::String>>
                 {
-            <$ty as $crate::Function>::call_batch(inputs)
+                    <$ty as $crate::Function>::call_batch(inputs)
                 }
             }
-            $crate::bindings::__export_udf!(__BurncacheExport with_types_in $crate::bindings);
+    $crate::bindings::__export_udf!(__BurncacheExport with_types_in $crate::bindings);
         };
     };
 }
