@@ -103,6 +103,37 @@ fn call_takes_bytes_from_a_file_or_stdin() {
 }
 
 #[test]
+fn call_with_other_components_for_nested_calls() {
+    let digest = |path: &str| stdout(&burncache(&["hash", path], b"")).trim().to_string();
+    let input = serde_json::json!({
+        "add_one": digest(guests::ADD_ONE),
+        "word_count": digest(guests::WORD_COUNT),
+        "n": 1,
+        "text": "a b",
+    });
+    let args = [
+        "call",
+        guests::PIPELINE,
+        "--raw",
+        "--with",
+        guests::ADD_ONE,
+        "--with",
+        guests::WORD_COUNT,
+    ];
+    let out = burncache(&args, input.to_string().as_bytes());
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "{\"n\":2,\"counts\":{\"lines\":1,\"words\":2,\"bytes\":3}}\n"
+    );
+
+    // Without them, the nested calls cannot find their digests.
+    let out = burncache(&["call", guests::PIPELINE], input.to_string().as_bytes());
+    assert_exit(&out, 18);
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+}
+
+#[test]
 fn batch_prints_a_line_per_row() {
     let dir = tempdir();
     let rows = dir.join("rows.ndjson");

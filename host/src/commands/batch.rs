@@ -8,7 +8,7 @@ use burncache::{Error, Payload};
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::{EXIT_SOME_ROWS_FAILED, LimitArgs};
+use super::{EXIT_SOME_ROWS_FAILED, LimitArgs, WithArgs};
 
 /// Run a function component over many JSON rows in one instance, one fuel budget.
 ///
@@ -28,6 +28,8 @@ pub struct BatchCommand {
     rows: PathBuf,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    with: WithArgs,
 }
 
 impl BatchCommand {
@@ -36,7 +38,7 @@ impl BatchCommand {
             .with_context(|| format!("{} is not UTF-8 text", self.rows.display()))?;
         let rows = parse_rows(&text)
             .with_context(|| format!("cannot read rows from {}", self.rows.display()))?;
-        let cache = super::cache()?;
+        let cache = super::cache(&self.with).await?;
         let digest = super::register(&cache, &self.component).await?;
         let results = cache
             .execute_batch(&digest, rows, &self.limits.limits())

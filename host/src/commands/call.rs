@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use burncache::Payload;
 use clap::Args;
 
-use super::LimitArgs;
+use super::{LimitArgs, WithArgs};
 
 /// Call a function component on one input and print its output.
 ///
@@ -20,6 +20,7 @@ use super::LimitArgs;
 ///   burncache call add_one.wasm --input '{"n": 41}'
 ///   echo 'one two three' | burncache call word_count.wasm --bytes
 ///   burncache call 3f1c...e9 --input-file row.json --fuel 1000000 --timeout 500ms --stats
+///   burncache call pipeline.wasm --with add_one.wasm --with word_count.wasm --input-file in.json
 #[derive(Args, Debug)]
 pub struct CallCommand {
     /// A component file (.wasm), or the digest of a registered component.
@@ -41,6 +42,8 @@ pub struct CallCommand {
     stats: bool,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    with: WithArgs,
 }
 
 impl CallCommand {
@@ -53,7 +56,7 @@ impl CallCommand {
                 .context("the input is not UTF-8 text (use --bytes for binary input)")?;
             Payload::json_text(text)?
         };
-        let cache = super::cache()?;
+        let cache = super::cache(&self.with).await?;
         let digest = super::register(&cache, &self.component).await?;
         let outcome = cache
             .execute_metered(&digest, input, &self.limits.limits())

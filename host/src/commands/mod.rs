@@ -104,9 +104,26 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| format!("{e} (try `500ms` or `2s`)"))
 }
 
-/// A cache for one CLI invocation.
-fn cache() -> anyhow::Result<BurnCache> {
-    Ok(BurnCache::new()?)
+/// Components to register before the call, so that the called guest can reach them
+/// by digest through `burn-cache`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct WithArgs {
+    /// Also register this component file first (repeatable): guests can then call it
+    /// by digest.
+    #[arg(long = "with", value_name = "FILE.wasm")]
+    with: Vec<std::path::PathBuf>,
+}
+
+/// A cache for one CLI invocation, holding the `--with` components.
+async fn cache(with: &WithArgs) -> anyhow::Result<BurnCache> {
+    let cache = BurnCache::new()?;
+    for path in &with.with {
+        cache
+            .register(&read(path)?)
+            .await
+            .with_context(|| format!("cannot register {}", path.display()))?;
+    }
+    Ok(cache)
 }
 
 /// Registers the component named on the command line: a file of component bytes, or

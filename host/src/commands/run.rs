@@ -45,7 +45,7 @@ impl RunCommand {
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let cache = super::cache()?;
+        let cache = super::cache(&super::WithArgs::default()).await?;
         let options = RunOptions {
             args: self.args,
             env: self.env,
