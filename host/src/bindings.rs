@@ -12,6 +12,6 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use burncache::host::types::{
+pub(crate) use self::burncache::host::types::{
     Error as WitError, Limits as WitLimits, Payload as WitPayload,
 };

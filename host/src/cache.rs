@@ -1,17 +1,21 @@
 //! The compile-once cache: from digest to a compiled, pre-linked component.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
+use crate::artifacts::Artifacts;
 use crate::bindings::UdfPre;
 use crate::call::CallState;
 use crate::engine::{self, Config};
 use crate::stats::{Counters, Stats};
+use crate::store::{Published, Store};
 use crate::{Digest, Error};
 
 /// A node's cache of components, keyed by digest, and the entry point for running them.
@@ -32,14 +36,30 @@ pub(crate) struct Inner {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<CallState>,
     pub(crate) config: Config,
+    artifacts: Option<Artifacts>,
     slots: Mutex<HashMap<Digest, Arc<Slot>>>,
+    /// Fetches from the store under way, so racing callers share one.
+    fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
+    /// Publishes started by `register`, for [`BurnCache::settle`].
+    publishing: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) counters: Counters,
 }
+
+type Fetch = OnceCell<Result<Arc<[u8]>, Error>>;
 
 /// One digest's place in the cache: its bytes, and the outcome of compiling them once.
 struct Slot {
     source: Arc<[u8]>,
     compiled: OnceCell<Result<Arc<Compiled>, Error>>,
+    /// Whether the bytes still need publishing: true for bytes a caller handed in,
+    /// false for bytes that came from the store.
+    unpublished: AtomicBool,
+}
+
+/// How a component came to be ready.
+enum Readied {
+    Compiled,
+    Loaded,
 }
 
 /// A compiled component, linked against everything the host provides.
@@ -67,6 +87,10 @@ impl BurnCache {
     /// As [`BurnCache::new`].
     pub fn with_config(config: Config) -> Result<BurnCache, Error> {
         let engine = engine::build(&config)?;
+        let artifacts = match &config.artifact_dir {
+            Some(dir) => Some(Artifacts::open(dir, &engine)?),
+            None => None,
+        };
         engine::start_deadline_clock(&engine);
         let linker = crate::call::linker(&engine)?;
         Ok(BurnCache {
@@ -74,7 +98,10 @@ impl BurnCache {
                 engine,
                 linker,
                 config,
+                artifacts,
                 slots: Mutex::default(),
+                fetches: Mutex::default(),
+                publishing: Mutex::default(),
                 counters: Counters::default(),
             }),
         })
@@ -102,23 +129,83 @@ impl BurnCache {
     ///
     /// Both are remembered: registering the same bytes again fails the same way
     /// without compiling again, until [`BurnCache::forget`].
+    ///
+    /// With a store configured, newly registered bytes are also published to it, in
+    /// the background: a failure to publish is logged and counted
+    /// (`Stats::publish_failures`) but does not fail the registration. Use
+    /// [`BurnCache::deploy`] when publishing must succeed.
     pub async fn register(&self, bytes: &[u8]) -> Result<Digest, Error> {
         let digest = Digest::of(bytes);
         let slot = match self.slot(&digest) {
             Some(slot) => slot,
-            None => self.insert(digest, Arc::from(bytes)),
+            None => self.insert(digest, Arc::from(bytes), true),
         };
-        self.compiled(digest, &slot).await.map(|_| digest)
+        self.compiled(digest, &slot).await?;
+        // A plain load first keeps the hit path free of writes to shared memory.
+        if slot.unpublished.load(Ordering::Relaxed)
+            && slot.unpublished.swap(false, Ordering::Relaxed)
+        {
+            self.publish_in_background(digest, slot.source.clone());
+        }
+        Ok(digest)
     }
 
-    /// Makes sure the component `digest` is ready to run on this node, and returns it.
+    /// Registers a component and publishes it to the store, waiting for the store.
+    /// Publishing bytes the store already holds succeeds and changes nothing.
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] when no component with this digest is held here; otherwise
-    /// the outcome of its compile, as [`BurnCache::register`].
+    /// As [`BurnCache::register`], and [`Error::Backend`] when no store is
+    /// configured or it cannot be written.
+    pub async fn deploy(&self, bytes: &[u8]) -> Result<(Digest, Published), Error> {
+        let store = self.store()?;
+        let digest = Digest::of(bytes);
+        let slot = match self.slot(&digest) {
+            Some(slot) => slot,
+            None => self.insert(digest, Arc::from(bytes), false),
+        };
+        self.compiled(digest, &slot).await?;
+        slot.unpublished.store(false, Ordering::Relaxed);
+        let published = store.publish(&digest, bytes).await?;
+        Ok((digest, published))
+    }
+
+    /// Waits for the publishes `register` started in the background. A short-lived
+    /// process calls this before it exits, so what it registered reaches the store.
+    pub async fn settle(&self) {
+        let pending = std::mem::take(&mut *lock(&self.inner.publishing));
+        for task in pending {
+            let _ = task.await;
+        }
+    }
+
+    /// Makes sure the component `digest` is ready to run on this node, and returns it:
+    /// from what this node holds, or else fetched from the store, verified against
+    /// the digest, and compiled (or loaded from the artifact directory).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NotFound`] when neither this node nor its store has the component;
+    /// - [`Error::Integrity`] when the store's bytes do not hash to the digest
+    ///   (nothing is cached);
+    /// - [`Error::Backend`] when the store cannot be reached (components this node
+    ///   holds keep working);
+    /// - otherwise the outcome of its compile, as [`BurnCache::register`].
     pub async fn register_by_hash(&self, digest: &Digest) -> Result<Digest, Error> {
         self.lookup(digest).await.map(|c| c.digest)
+    }
+
+    /// The configured store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when none is configured.
+    pub fn store(&self) -> Result<&Store, Error> {
+        self.inner
+            .config
+            .store
+            .as_ref()
+            .ok_or_else(|| Error::Backend("no store is configured for this node".to_string()))
     }
 
     /// Drops the component from this node: its bytes, compiled code and any remembered
@@ -149,32 +236,89 @@ impl BurnCache {
         self.inner.counters.snapshot(components)
     }
 
-    /// The compiled component for `digest`, compiling it if need be.
+    /// The compiled component for `digest`: held here, or fetched from the store.
     pub(crate) async fn lookup(&self, digest: &Digest) -> Result<Arc<Compiled>, Error> {
-        let slot = self.slot(digest).ok_or(Error::NotFound(*digest))?;
+        let slot = match self.slot(digest) {
+            Some(slot) => slot,
+            None => {
+                let source = self.fetch(digest).await?;
+                self.insert(*digest, source, false)
+            }
+        };
         self.compiled(*digest, &slot).await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Slot>>> {
-        // The map is never left half-updated, so a panic elsewhere cannot poison it
-        // in a way that matters.
-        self.inner
-            .slots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Fetches and verifies bytes from the store; racing callers share one fetch.
+    /// Failures are not remembered: a store that is down now may be up next time.
+    async fn fetch(&self, digest: &Digest) -> Result<Arc<[u8]>, Error> {
+        let Some(store) = &self.inner.config.store else {
+            return Err(Error::NotFound(*digest));
+        };
+        let fetch = lock(&self.inner.fetches)
+            .entry(*digest)
+            .or_default()
+            .clone();
+        let result = fetch
+            .get_or_init(|| async {
+                Counters::bump(&self.inner.counters.fetches);
+                let fetched: Result<Arc<[u8]>, Error> = store.fetch(digest).await.map(Arc::from);
+                match &fetched {
+                    Ok(bytes) => {
+                        tracing::info!(%digest, bytes = bytes.len(), store = store.url(), "fetched")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%digest, store = store.url(), error = %e, "fetch failed")
+                    }
+                }
+                fetched
+            })
+            .await
+            .clone();
+        let mut fetches = lock(&self.inner.fetches);
+        if fetches.get(digest).is_some_and(|f| Arc::ptr_eq(f, &fetch)) {
+            fetches.remove(digest);
+        }
+        result
+    }
+
+    fn publish_in_background(&self, digest: Digest, bytes: Arc<[u8]>) {
+        let Some(store) = self.inner.config.store.clone() else {
+            return;
+        };
+        let inner = self.inner.clone();
+        let task = tokio::spawn(async move {
+            match store.publish(&digest, &bytes).await {
+                Ok(published) => {
+                    Counters::bump(&inner.counters.publishes);
+                    tracing::debug!(%digest, store = store.url(), ?published, "published");
+                }
+                Err(e) => {
+                    Counters::bump(&inner.counters.publish_failures);
+                    tracing::warn!(%digest, error = %e, "could not publish a registered component");
+                }
+            }
+        });
+        let mut publishing = lock(&self.inner.publishing);
+        publishing.retain(|task| !task.is_finished());
+        publishing.push(task);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Digest, Arc<Slot>>> {
+        lock(&self.inner.slots)
     }
 
     fn slot(&self, digest: &Digest) -> Option<Arc<Slot>> {
         self.lock().get(digest).cloned()
     }
 
-    fn insert(&self, digest: Digest, source: Arc<[u8]>) -> Arc<Slot> {
+    fn insert(&self, digest: Digest, source: Arc<[u8]>, unpublished: bool) -> Arc<Slot> {
         self.lock()
             .entry(digest)
             .or_insert_with(|| {
                 Arc::new(Slot {
                     source,
                     compiled: OnceCell::new(),
+                    unpublished: AtomicBool::new(unpublished),
                 })
             })
             .clone()
@@ -189,43 +333,71 @@ impl BurnCache {
         Counters::bump(&counters.misses);
         slot.compiled
             .get_or_init(|| async {
-                Counters::bump(&counters.compiles);
                 let inner = self.inner.clone();
                 let source = slot.source.clone();
                 let started = Instant::now();
-                let outcome = tokio::task::spawn_blocking(move || compile(&inner, digest, &source))
+                let outcome = tokio::task::spawn_blocking(move || ready(&inner, digest, &source))
                     .await
                     .unwrap_or_else(|e| {
                         Err(Error::Backend(format!("the compile task failed: {e}")))
                     });
                 let took = started.elapsed();
-                counters.record_compile(took, outcome.is_err());
-                log_compile(digest, took, &outcome);
-                outcome.map(Arc::new)
+                match &outcome {
+                    Ok((_, Readied::Loaded)) => {
+                        Counters::bump(&counters.artifact_loads);
+                        tracing::info!(%digest, ?took, "loaded the compiled artifact");
+                    }
+                    Ok((_, Readied::Compiled)) => {
+                        Counters::bump(&counters.compiles);
+                        counters.record_compile(took, false);
+                        tracing::info!(%digest, ?took, "compiled");
+                    }
+                    Err(e) => {
+                        Counters::bump(&counters.compiles);
+                        counters.record_compile(took, true);
+                        tracing::warn!(%digest, ?took, error = %e, "compile failed");
+                    }
+                }
+                outcome.map(|(compiled, _)| Arc::new(compiled))
             })
             .await
             .clone()
     }
 }
 
-fn log_compile(digest: Digest, took: Duration, outcome: &Result<Compiled, Error>) {
-    match outcome {
-        Ok(_) => tracing::info!(%digest, ?took, "compiled"),
-        Err(e) => tracing::warn!(%digest, ?took, error = %e, "compile failed"),
-    }
+/// The map locks are never held across anything that can panic half-way through an
+/// update, so a poisoned lock still guards a consistent map.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Checks what the bytes are, compiles them and links them against the host.
-fn compile(inner: &Inner, digest: Digest, bytes: &[u8]) -> Result<Compiled, Error> {
+/// Checks what the bytes are, then loads the compiled component this host saved
+/// earlier or compiles it (saving the result), and links it against the host.
+fn ready(inner: &Inner, digest: Digest, bytes: &[u8]) -> Result<(Compiled, Readied), Error> {
     check_is_component(bytes)?;
-    let component =
-        Component::new(&inner.engine, bytes).map_err(|e| Error::CompileFailed(format!("{e:#}")))?;
+    let saved = inner
+        .artifacts
+        .as_ref()
+        .and_then(|a| a.load(&inner.engine, &digest));
+    let (component, readied) = match saved {
+        Some(component) => (component, Readied::Loaded),
+        None => {
+            let component = Component::new(&inner.engine, bytes)
+                .map_err(|e| Error::CompileFailed(format!("{e:#}")))?;
+            if let Some(artifacts) = &inner.artifacts
+                && let Err(e) = artifacts.save(&digest, &component)
+            {
+                tracing::warn!(%digest, "{e}");
+            }
+            (component, Readied::Compiled)
+        }
+    };
     let pre = inner
         .linker
         .instantiate_pre(&component)
         .map_err(|e| Error::CompileFailed(format!("cannot link: {e:#}")))?;
     let udf = UdfPre::new(pre).ok();
-    Ok(Compiled { digest, udf })
+    Ok((Compiled { digest, udf }, readied))
 }
 
 /// Tells a component from a core module or from bytes that are not WebAssembly.

@@ -1,12 +1,14 @@
 //! The wasmtime engine every call runs on: how it is configured, and the one thread
 //! that drives wall-clock deadlines.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::Error;
 use crate::limits::Ceilings;
+use crate::store::Store;
 
 /// How often the deadline clock ticks. A deadline is enforced to within one tick.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -38,6 +40,11 @@ pub struct Config {
     /// copy-on-write memory images). On by default: it is what makes a fresh
     /// instance per call cheap.
     pub pooling: bool,
+    /// Where component bytes are published on `register` and fetched from on
+    /// `register_by_hash`. `None`: this node only knows what it was given.
+    pub store: Option<Store>,
+    /// Where compiled code is kept across restarts. `None`: compile in every process.
+    pub artifact_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -49,6 +56,8 @@ impl Default for Config {
             allow_guest_register: false,
             max_instances: 256,
             pooling: true,
+            store: None,
+            artifact_dir: None,
         }
     }
 }

@@ -22,6 +22,7 @@
 //! }
 //! ```
 
+mod artifacts;
 mod bindings;
 mod cache;
 mod call;
@@ -35,7 +36,9 @@ mod output;
 mod payload;
 mod run;
 mod stats;
+mod store;
 
+pub use artifacts::{ArtifactStats, artifact_stats, clear_artifacts, default_artifact_dir};
 pub use cache::BurnCache;
 pub use call::Outcome;
 pub use digest::Digest;
@@ -46,3 +49,4 @@ pub use limits::{Ceilings, Limits};
 pub use payload::Payload;
 pub use run::RunOptions;
 pub use stats::Stats;
+pub use store::{Published, Store, file_url};

@@ -19,6 +19,14 @@ pub struct Stats {
     pub compiles: u64,
     /// Compiles that failed (the failure is remembered until `forget`).
     pub compile_failures: u64,
+    /// Components loaded from the artifact directory instead of compiled.
+    pub artifact_loads: u64,
+    /// Components fetched (and verified) from the store.
+    pub fetches: u64,
+    /// Components published to the store by `register`.
+    pub publishes: u64,
+    /// Publishes by `register` that failed (the registration itself succeeded).
+    pub publish_failures: u64,
     /// Time spent compiling, summed.
     #[serde(serialize_with = "as_seconds")]
     pub compile_time: Duration,
@@ -52,6 +60,10 @@ pub(crate) struct Counters {
     pub(crate) compiles: AtomicU64,
     pub(crate) compile_failures: AtomicU64,
     pub(crate) compile_nanos: AtomicU64,
+    pub(crate) artifact_loads: AtomicU64,
+    pub(crate) fetches: AtomicU64,
+    pub(crate) publishes: AtomicU64,
+    pub(crate) publish_failures: AtomicU64,
     pub(crate) calls_ok: AtomicU64,
     calls_failed: [AtomicU64; ErrorKind::ALL.len()],
     pub(crate) fuel_burned: AtomicU64,
@@ -92,6 +104,10 @@ impl Counters {
             misses: self.misses.load(Relaxed),
             compiles: self.compiles.load(Relaxed),
             compile_failures: self.compile_failures.load(Relaxed),
+            artifact_loads: self.artifact_loads.load(Relaxed),
+            fetches: self.fetches.load(Relaxed),
+            publishes: self.publishes.load(Relaxed),
+            publish_failures: self.publish_failures.load(Relaxed),
             compile_time: Duration::from_nanos(self.compile_nanos.load(Relaxed)),
             calls_ok: self.calls_ok.load(Relaxed),
             calls_failed,

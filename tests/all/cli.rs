@@ -3,14 +3,28 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use crate::{component, guests};
+use crate::{component, guests, tempdir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_burncache");
 
-fn burncache(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
+pub(crate) fn burncache(args: &[&str], stdin: &[u8]) -> Output {
+    burncache_with_env(args, stdin, &[])
+}
+
+/// Runs the binary as a fresh node: its own store and artifact directories (unless
+/// `env` says otherwise), nothing inherited from the user's.
+pub(crate) fn burncache_with_env(args: &[&str], stdin: &[u8], env: &[(&str, String)]) -> Output {
+    let node = node_dir();
+    let mut command = Command::new(BIN);
+    command
         .args(args)
         .env_remove("RUST_LOG")
+        .env("BURNCACHE_STORE", burncache::file_url(&node.join("store")))
+        .env("BURNCACHE_ARTIFACTS", node.join("artifacts"));
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -25,16 +39,22 @@ fn burncache(args: &[&str], stdin: &[u8]) -> Output {
     child.wait_with_output().expect("burncache runs")
 }
 
-fn stdout(output: &Output) -> String {
+/// The store and artifact directories the CLI tests' nodes share.
+fn node_dir() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(crate::tempdir).clone()
+}
+
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[track_caller]
-fn assert_exit(output: &Output, code: i32) {
+pub(crate) fn assert_exit(output: &Output, code: i32) {
     assert_eq!(
         output.status.code(),
         Some(code),
@@ -128,8 +148,20 @@ fn call_with_other_components_for_nested_calls() {
         serde_json::json!({"n": 2, "counts": {"lines": 1, "words": 2, "bytes": 3}})
     );
 
-    // Without them, the nested calls cannot find their digests.
-    let out = burncache(&["call", guests::PIPELINE], input.to_string().as_bytes());
+    // On a node whose store does not have them, the nested calls cannot find them.
+    let fresh = tempdir();
+    let env = [
+        ("BURNCACHE_STORE", burncache::file_url(&fresh.join("store"))),
+        (
+            "BURNCACHE_ARTIFACTS",
+            fresh.join("artifacts").display().to_string(),
+        ),
+    ];
+    let out = burncache_with_env(
+        &["call", guests::PIPELINE],
+        input.to_string().as_bytes(),
+        &env,
+    );
     assert_exit(&out, 18);
     assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
 }
@@ -369,14 +401,4 @@ fn exit_codes_tell_the_error_class() {
         assert_exit(&out, *code);
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
-}
-
-/// A fresh directory under the target directory, removed by nobody: tests stay
-/// inspectable after a failure.
-fn tempdir() -> std::path::PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("burncache-cli-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create a temp dir");
-    dir
 }

@@ -2,9 +2,12 @@
 
 mod cli;
 mod compile;
+mod deploy;
 mod limits;
 mod nested;
 mod payloads;
+mod s3;
+mod store;
 
 use burncache::{BurnCache, Config, Digest, Limits, Payload};
 use burncache_test_guests as guests;
@@ -45,4 +48,14 @@ fn component(wat: &str) -> Vec<u8> {
 
 fn no_limits() -> Limits {
     Limits::default()
+}
+
+/// A fresh directory under the system's temporary directory, left in place so that a
+/// failed test can be looked into.
+fn tempdir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("burncache-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
 }

@@ -8,7 +8,7 @@ use burncache::{Error, Payload};
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::{EXIT_SOME_ROWS_FAILED, LimitArgs, WithArgs};
+use super::{EXIT_SOME_ROWS_FAILED, LimitArgs, NodeArgs, WithArgs};
 
 /// Run a function component over many JSON rows in one instance, one fuel budget.
 ///
@@ -30,6 +30,8 @@ pub struct BatchCommand {
     limits: LimitArgs,
     #[command(flatten)]
     with: WithArgs,
+    #[command(flatten)]
+    node: NodeArgs,
 }
 
 impl BatchCommand {
@@ -38,7 +40,7 @@ impl BatchCommand {
             .with_context(|| format!("{} is not UTF-8 text", self.rows.display()))?;
         let rows = parse_rows(&text)
             .with_context(|| format!("cannot read rows from {}", self.rows.display()))?;
-        let cache = super::cache(&self.with).await?;
+        let cache = super::cache(&self.node, &self.with).await?;
         let digest = super::register(&cache, &self.component).await?;
         let results = cache
             .execute_batch(&digest, rows, &self.limits.limits())

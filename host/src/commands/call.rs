@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use burncache::Payload;
 use clap::Args;
 
-use super::{LimitArgs, WithArgs};
+use super::{LimitArgs, NodeArgs, WithArgs};
 
 /// Call a function component on one input and print its output.
 ///
@@ -44,6 +44,8 @@ pub struct CallCommand {
     limits: LimitArgs,
     #[command(flatten)]
     with: WithArgs,
+    #[command(flatten)]
+    node: NodeArgs,
 }
 
 impl CallCommand {
@@ -56,7 +58,7 @@ impl CallCommand {
                 .context("the input is not UTF-8 text (use --bytes for binary input)")?;
             Payload::json_text(text)?
         };
-        let cache = super::cache(&self.with).await?;
+        let cache = super::cache(&self.node, &self.with).await?;
         let digest = super::register(&cache, &self.component).await?;
         let outcome = cache
             .execute_metered(&digest, input, &self.limits.limits())
@@ -64,10 +66,16 @@ impl CallCommand {
         if self.stats {
             let stats = cache.stats();
             eprintln!(
-                "digest: {digest}\nfuel burned: {}\ncall time: {:?}\ncompile time: {:?}",
-                outcome.fuel_burned, outcome.elapsed, stats.compile_time
+                "digest: {digest}\nfuel burned: {}\ncall time: {:?}\ncompiles: {}\ncompile time: {:?}\nartifact loads: {}\nfetches: {}",
+                outcome.fuel_burned,
+                outcome.elapsed,
+                stats.compiles,
+                stats.compile_time,
+                stats.artifact_loads,
+                stats.fetches
             );
         }
+        cache.settle().await;
         let output = outcome.result?;
         print_output(output, self.raw)?;
         Ok(ExitCode::SUCCESS)

@@ -2,9 +2,12 @@
 //! component by file or digest, and exit codes.
 
 mod batch;
+mod cache;
 mod call;
+mod deploy;
 mod hash;
 mod inspect;
+mod ls;
 mod run;
 
 use std::path::Path;
@@ -12,13 +15,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use burncache::{BurnCache, Digest, Error, ErrorKind, Limits};
+use burncache::{BurnCache, Config, Digest, Error, ErrorKind, Limits, Store};
 use clap::{Args, Parser, Subcommand};
 
 /// Exit code for failures outside the error classes: I/O, a bad flag value.
 pub const EXIT_OTHER: u8 = 1;
 /// Exit code of `batch` when the batch ran but some rows failed.
 pub const EXIT_SOME_ROWS_FAILED: u8 = 3;
+/// Exit code for a configuration that cannot work (an unknown store URL scheme).
+pub const EXIT_CONFIG: u8 = 4;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -26,6 +31,7 @@ Exit codes:
   1   other failure (a file cannot be read, a bad flag value)
   2   usage error
   3   batch: the batch ran, but some rows failed
+  4   invalid configuration (a malformed store URL, an unknown scheme)
   10  not-found          17  trap
   11  invalid-digest     18  guest (the guest returned an error)
   12  compile-failed     19  invalid-input
@@ -50,6 +56,9 @@ enum Command {
     Batch(batch::BatchCommand),
     Run(run::RunCommand),
     Inspect(inspect::InspectCommand),
+    Deploy(deploy::DeployCommand),
+    Ls(ls::LsCommand),
+    Cache(cache::CacheCommand),
 }
 
 impl Cli {
@@ -61,6 +70,9 @@ impl Cli {
             Command::Batch(c) => c.run().await,
             Command::Run(c) => c.run().await,
             Command::Inspect(c) => c.run(),
+            Command::Deploy(c) => c.run().await,
+            Command::Ls(c) => c.run().await,
+            Command::Cache(c) => c.run(),
         }
     }
 }
@@ -114,9 +126,51 @@ pub struct WithArgs {
     with: Vec<std::path::PathBuf>,
 }
 
+/// Where this node keeps component bytes and compiled code.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeArgs {
+    /// The object store: file:///path, s3://bucket/prefix or memory://name
+    /// [default: file://<data dir>/burncache/store]
+    #[arg(long, value_name = "URL", env = "BURNCACHE_STORE")]
+    store: Option<String>,
+    /// Where compiled code is kept across runs [default: <cache dir>/burncache/artifacts]
+    #[arg(long, value_name = "DIR", env = "BURNCACHE_ARTIFACTS")]
+    artifacts: Option<std::path::PathBuf>,
+}
+
+impl NodeArgs {
+    fn store(&self) -> anyhow::Result<Store> {
+        let url = self.store.clone().unwrap_or_else(Store::default_url);
+        Store::from_url(&url).map_err(|e| match e {
+            Error::InvalidInput(why) => anyhow::Error::new(ConfigError(why)),
+            other => anyhow::Error::new(other),
+        })
+    }
+
+    fn artifact_dir(&self) -> std::path::PathBuf {
+        self.artifacts
+            .clone()
+            .unwrap_or_else(burncache::default_artifact_dir)
+    }
+
+    /// A cache for this invocation, on this node's store and artifacts.
+    fn cache(&self) -> anyhow::Result<BurnCache> {
+        Ok(BurnCache::with_config(Config {
+            store: Some(self.store()?),
+            artifact_dir: Some(self.artifact_dir()),
+            ..Config::default()
+        })?)
+    }
+}
+
+/// A setting that cannot work (an unknown store URL scheme, say): exit code 4.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
 /// A cache for one CLI invocation, holding the `--with` components.
-async fn cache(with: &WithArgs) -> anyhow::Result<BurnCache> {
-    let cache = BurnCache::new()?;
+async fn cache(node: &NodeArgs, with: &WithArgs) -> anyhow::Result<BurnCache> {
+    let cache = node.cache()?;
     for path in &with.with {
         cache
             .register(&read(path)?)
@@ -151,8 +205,12 @@ fn library_error(err: &anyhow::Error) -> Option<&Error> {
     err.chain().find_map(|e| e.downcast_ref::<Error>())
 }
 
-/// The exit code for an error: one per error class, 1 for anything else.
+/// The exit code for an error: one per error class, 4 for configuration, 1 for
+/// anything else.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| e.is::<ConfigError>()) {
+        return EXIT_CONFIG;
+    }
     library_error(err).map_or(EXIT_OTHER, |e| kind_exit_code(e.kind()))
 }
 
@@ -181,7 +239,13 @@ pub fn kind_exit_code(kind: ErrorKind) -> u8 {
 pub fn hint(err: &anyhow::Error) -> Option<&'static str> {
     Some(match library_error(err)?.kind() {
         ErrorKind::NotFound => {
-            "register the component first, or pass its .wasm file instead of the digest"
+            "deploy the component (`burncache deploy FILE --store URL`), or pass its .wasm file instead of the digest"
+        }
+        ErrorKind::Backend => {
+            "check that the store is reachable, the bucket exists, and the AWS_* settings for s3://"
+        }
+        ErrorKind::Integrity => {
+            "the stored object is not what its name says: remove it from the store and deploy the component again"
         }
         ErrorKind::InvalidDigest => {
             "a digest is 64 lower-case hex characters; `burncache hash FILE` prints one"

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use burncache::RunOptions;
+use burncache::{BurnCache, RunOptions};
 use clap::Args;
 
 use super::LimitArgs;
@@ -45,7 +45,7 @@ impl RunCommand {
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let cache = super::cache(&super::WithArgs::default()).await?;
+        let cache = BurnCache::new()?;
         let options = RunOptions {
             args: self.args,
             env: self.env,
