@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
-  cargo build --release --target wasm32-wasip2 -p add-one -p word-count -p pipeline
-ls -1 "$PWD"/target/wasm32-wasip2/release/{add_one,word_count,pipeline}.wasm
+  cargo build --release --target wasm32-wasip2 -p add-one -p word-count -p pipeline -p http-hello
+ls -1 "$PWD"/target/wasm32-wasip2/release/{add_one,word_count,pipeline,http-hello}.wasm

@@ -13,6 +13,8 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("PIPELINE", "pipeline", "pipeline.wasm"),
     ("ADVERSARY", "adversary", "adversary.wasm"),
     ("CLI_COMMAND", "cli-command", "cli-command.wasm"),
+    ("HTTP_HELLO", "http-hello", "http-hello.wasm"),
+    ("HTTP_CALLER", "http-caller", "http-caller.wasm"),
 ];
 
 fn main() {

@@ -53,9 +53,24 @@ pub mod bindings {
     });
 }
 
+/// The `burn-cache` import on its own (the `client` world), so that guests that are
+/// not functions (HTTP guests, commands) can call components too: its type
+/// information is linked into every guest that calls [`execute`], whether or not it
+/// exports a function.
+#[doc(hidden)]
+pub mod client {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "burncache:host/client",
+        with: {
+            "burncache:host/types@0.1.0": crate::bindings::burncache::host::types,
+        },
+    });
+}
+
 pub use bindings::burncache::host::types::{Error, Limits, Payload};
 
-use bindings::burncache::host::burn_cache;
+use client::burncache::host::burn_cache;
 
 /// A function guest with full control over both entry points.
 pub trait Function {

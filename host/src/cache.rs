@@ -17,6 +17,7 @@ use crate::engine::{self, Config};
 use crate::stats::{Counters, Stats};
 use crate::store::{Published, Store};
 use crate::{Digest, Error};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// A node's cache of components, keyed by digest, and the entry point for running them.
 ///
@@ -67,6 +68,8 @@ pub(crate) struct Compiled {
     pub(crate) digest: Digest,
     /// Present when the component exports `burncache:host/function`.
     pub(crate) udf: Option<UdfPre<CallState>>,
+    /// Present when the component exports `wasi:http/incoming-handler`.
+    pub(crate) proxy: Option<ProxyPre<CallState>>,
 }
 
 impl BurnCache {
@@ -223,6 +226,31 @@ impl BurnCache {
         self.slot(digest)
             .map(|slot| slot.source.clone())
             .ok_or(Error::NotFound(*digest))
+    }
+
+    /// Whether this node holds the component (compiled, failed, or not yet compiled).
+    pub fn holds(&self, digest: &Digest) -> bool {
+        self.lock().contains_key(digest)
+    }
+
+    /// Whether this node holds the component compiled and ready to run.
+    pub fn is_compiled(&self, digest: &Digest) -> bool {
+        self.slot(digest)
+            .is_some_and(|slot| matches!(slot.compiled.get(), Some(Ok(_))))
+    }
+
+    /// The component's bytes: held here, or fetched from the store (and verified)
+    /// without compiling them.
+    ///
+    /// # Errors
+    ///
+    /// As [`BurnCache::register_by_hash`], less compile failures.
+    pub async fn fetch_source(&self, digest: &Digest) -> Result<Arc<[u8]>, Error> {
+        if let Some(slot) = self.slot(digest) {
+            return Ok(slot.source.clone());
+        }
+        let source = self.fetch(digest).await?;
+        Ok(self.insert(*digest, source, false).source.clone())
     }
 
     /// The digests this node holds, in no particular order.
@@ -396,8 +424,9 @@ fn ready(inner: &Inner, digest: Digest, bytes: &[u8]) -> Result<(Compiled, Readi
         .linker
         .instantiate_pre(&component)
         .map_err(|e| Error::CompileFailed(format!("cannot link: {e:#}")))?;
-    let udf = UdfPre::new(pre).ok();
-    Ok((Compiled { digest, udf }, readied))
+    let udf = UdfPre::new(pre.clone()).ok();
+    let proxy = ProxyPre::new(pre).ok();
+    Ok((Compiled { digest, udf, proxy }, readied))
 }
 
 /// Tells a component from a core module or from bytes that are not WebAssembly.

@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, PoolConcurrencyLimitError, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::{Udf, UdfPre, WitPayload};
 use crate::cache::{BurnCache, Compiled};
 use crate::engine::{FUEL_YIELD_INTERVAL, ticks_for};
+use crate::http::SealedHttp;
 use crate::limits::{Ceilings, Limits};
 use crate::output::Capture;
 use crate::payload::check_json;
@@ -83,6 +86,8 @@ impl Scope {
 /// What a call's Store holds.
 pub(crate) struct CallState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: SealedHttp,
     table: ResourceTable,
     memory: MemoryCeiling,
     stderr: Option<Capture>,
@@ -94,6 +99,16 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }
@@ -134,11 +149,13 @@ impl ResourceLimiter for MemoryCeiling {
     }
 }
 
-/// The linker every component is linked with: WASI 0.2 (sealed per call) and the
-/// `burn-cache` interface.
+/// The linker every component is linked with: WASI 0.2 (sealed per call),
+/// `wasi:http` (incoming requests; outgoing ones are refused) and the `burn-cache`
+/// interface.
 pub(crate) fn linker(engine: &Engine) -> Result<Linker<CallState>, Error> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
         .and_then(|()| crate::nested::add_to_linker(&mut linker))
         .map_err(|e| Error::Backend(format!("cannot set up the linker: {e:#}")))?;
     Ok(linker)
@@ -180,6 +197,8 @@ impl Sandbox {
             &engine,
             CallState {
                 wasi,
+                http: WasiHttpCtx::new(),
+                http_hooks: SealedHttp,
                 table: ResourceTable::new(),
                 memory: MemoryCeiling {
                     limit: ceilings.memory_bytes,

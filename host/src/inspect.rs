@@ -61,15 +61,15 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, Error> {
     };
     let imports = names(&mut world.imports.keys());
     let exports = names(&mut world.exports.keys());
+    // HTTP guests built as binaries (with `wstd`, say) export `wasi:cli/run` too;
+    // what they are for is serving HTTP.
+    let exports_one = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
     let kind = if exports.iter().any(|e| e == FUNCTION_EXPORT) {
         ComponentKind::Function
-    } else if exports.iter().any(|e| e.starts_with("wasi:cli/run@")) {
-        ComponentKind::Command
-    } else if exports
-        .iter()
-        .any(|e| e.starts_with("wasi:http/incoming-handler@"))
-    {
+    } else if exports_one("wasi:http/incoming-handler@") {
         ComponentKind::Http
+    } else if exports_one("wasi:cli/run@") {
+        ComponentKind::Command
     } else {
         ComponentKind::Other
     };

@@ -161,6 +161,70 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Capped<W> {
     }
 }
 
+/// Sends what a guest writes to the log, one event per line, tagged with the request
+/// it served; at most [`GUEST_LOG_LIMIT`] bytes per stream and request.
+pub(crate) struct GuestLog {
+    request_id: u64,
+    stream: &'static str,
+}
+
+/// How much of one stream of one request's guest output reaches the log.
+const GUEST_LOG_LIMIT: usize = 16 * 1024;
+
+impl GuestLog {
+    pub(crate) fn new(request_id: u64, stream: &'static str) -> GuestLog {
+        GuestLog { request_id, stream }
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(GuestLogWriter {
+            request_id: self.request_id,
+            stream: self.stream,
+            logged: 0,
+        })
+    }
+}
+
+struct GuestLogWriter {
+    request_id: u64,
+    stream: &'static str,
+    logged: usize,
+}
+
+impl AsyncWrite for GuestLogWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let room = GUEST_LOG_LIMIT.saturating_sub(self.logged);
+        if room > 0 {
+            let text = String::from_utf8_lossy(&buf[..buf.len().min(room)]);
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                tracing::info!(target: "burncache::guest", request_id = self.request_id, stream = self.stream, "{line}");
+            }
+            self.logged += buf.len().min(room);
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ mod limits;
 mod nested;
 mod payloads;
 mod s3;
+mod serve;
 mod store;
 
 use burncache::{BurnCache, Config, Digest, Limits, Payload};

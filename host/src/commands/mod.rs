@@ -9,6 +9,7 @@ mod hash;
 mod inspect;
 mod ls;
 mod run;
+mod serve;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -59,9 +60,18 @@ enum Command {
     Deploy(deploy::DeployCommand),
     Ls(ls::LsCommand),
     Cache(cache::CacheCommand),
+    Serve(serve::ServeCommand),
 }
 
 impl Cli {
+    /// The log level when `RUST_LOG` says nothing: a server logs each request.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Serve(_) => "info",
+            _ => "warn",
+        }
+    }
+
     /// Runs the chosen subcommand.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
@@ -73,6 +83,7 @@ impl Cli {
             Command::Deploy(c) => c.run().await,
             Command::Ls(c) => c.run().await,
             Command::Cache(c) => c.run(),
+            Command::Serve(c) => c.run().await,
         }
     }
 }
@@ -105,14 +116,14 @@ impl LimitArgs {
     }
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     text.trim()
         .parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())
         .map_err(|e| format!("{e} (try `64MiB`, `512KiB` or a number of bytes)"))
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| format!("{e} (try `500ms` or `2s`)"))
 }
 

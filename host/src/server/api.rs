@@ -1,0 +1,325 @@
+//! The JSON API under `/v1/components`: deploy, inspect, call, batch, forget.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use super::{Body, RequestLog, Server, error_json, error_response, full};
+use crate::{Digest, Error, Limits, Payload};
+
+/// Header names for per-request ceilings; never above the server's maxima.
+const FUEL: &str = "burncache-fuel";
+const TIMEOUT_MS: &str = "burncache-timeout-ms";
+const MEMORY_BYTES: &str = "burncache-memory-bytes";
+const OUTPUT_BYTES: &str = "burncache-output-bytes";
+/// The response header carrying the fuel a call burned.
+const FUEL_BURNED: &str = "burncache-fuel-burned";
+
+pub(super) async fn route(
+    server: &Arc<Server>,
+    request: Request<Incoming>,
+    segments: &[&str],
+) -> (Response<Body>, RequestLog) {
+    let method = request.method().clone();
+    let result = match (&method, segments) {
+        (&Method::PUT, []) => deploy(server, request).await,
+        (&Method::GET, [digest]) => with_digest(digest, |d| describe(server, d)).await,
+        (&Method::DELETE, [digest]) => with_digest(digest, |d| forget(server, request, d)).await,
+        (&Method::POST, [digest, "call"]) => {
+            with_digest(digest, |d| call(server, request, d)).await
+        }
+        (&Method::POST, [digest, "batch"]) => {
+            with_digest(digest, |d| batch(server, request, d)).await
+        }
+        _ => Err(Refusal::Status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("{method} is not served here"),
+        )),
+    };
+    match result {
+        Ok(done) => done,
+        Err(Refusal::Error(failed)) => (error_response(&failed.0), failed.1),
+        Err(Refusal::Status(status, kind, message)) => {
+            server.metrics.reject(kind);
+            (error_json(status, kind, &message), RequestLog::default())
+        }
+        Err(Refusal::Overloaded) => (server.overloaded(), RequestLog::default()),
+    }
+}
+
+/// Why a request was not served.
+enum Refusal {
+    /// A classified error, logged with what it was about.
+    Error(Box<(Error, RequestLog)>),
+    /// Refused before anything ran (auth, size): a status, a kind and a message.
+    Status(StatusCode, &'static str, String),
+    /// Every in-flight slot is taken.
+    Overloaded,
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Refusal {
+        let log = RequestLog::failed(&e);
+        Refusal::Error(Box::new((e, log)))
+    }
+}
+
+type Served = Result<(Response<Body>, RequestLog), Refusal>;
+
+async fn with_digest<F, Fut>(text: &str, f: F) -> Served
+where
+    F: FnOnce(Digest) -> Fut,
+    Fut: Future<Output = Served>,
+{
+    let digest = Digest::parse(text)?;
+    f(digest).await
+}
+
+fn authorize(server: &Server, request: &Request<Incoming>) -> Result<(), Refusal> {
+    let Some(token) = &server.config.admin_token else {
+        return Ok(());
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())) {
+        return Ok(());
+    }
+    Err(Refusal::Status(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "this route needs `Authorization: Bearer <admin token>`".to_string(),
+    ))
+}
+
+/// Compares without an early exit, so response timing does not leak the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Refusal> {
+    let too_large = || {
+        Refusal::Status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the body is larger than the {limit}-byte limit"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(Error::InvalidInput(format!("cannot read the body: {e}")).into()),
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+async fn deploy(server: &Arc<Server>, request: Request<Incoming>) -> Served {
+    authorize(server, &request)?;
+    let bytes = read_body(request, server.config.max_component_bytes).await?;
+    let digest = Digest::of(&bytes);
+    let held = server.cache.holds(&digest);
+    let deployed = match server.cache.store() {
+        Ok(_) => server.cache.deploy(&bytes).await.map(|(d, _)| d),
+        Err(_) => server.cache.register(&bytes).await,
+    };
+    let log = RequestLog::default().with_digest(digest);
+    match deployed {
+        Ok(digest) => {
+            let status = if held {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok((
+                json_response(status, &json!({ "digest": digest.to_string() })),
+                log,
+            ))
+        }
+        Err(e) => {
+            let log = RequestLog::failed(&e).with_digest(digest);
+            Err(Refusal::Error(Box::new((e, log))))
+        }
+    }
+}
+
+async fn describe(server: &Arc<Server>, digest: Digest) -> Served {
+    let source = server.cache.fetch_source(&digest).await?;
+    let inspection = crate::inspect(&source)?;
+    let mut value = serde_json::to_value(&inspection).unwrap_or(Value::Null);
+    value["compiled"] = json!(server.cache.is_compiled(&digest));
+    Ok((
+        json_response(StatusCode::OK, &value),
+        RequestLog::default().with_digest(digest),
+    ))
+}
+
+async fn forget(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
+    authorize(server, &request)?;
+    if !server.cache.forget(&digest) {
+        return Err(Error::NotFound(digest).into());
+    }
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok((response, RequestLog::default().with_digest(digest)))
+}
+
+/// Per-request ceilings from the headers, on top of the server's defaults.
+fn limits(server: &Server, request: &Request<Incoming>) -> Result<Limits, Refusal> {
+    let number = |name: &str| -> Result<Option<u64>, Refusal> {
+        match request.headers().get(name) {
+            None => Ok(None),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!("header {name} must be a whole number")).into()
+                }),
+        }
+    };
+    let defaults = server.config.limits;
+    Ok(Limits {
+        fuel: number(FUEL)?.or(defaults.fuel),
+        memory_bytes: number(MEMORY_BYTES)?.or(defaults.memory_bytes),
+        timeout: number(TIMEOUT_MS)?
+            .map(std::time::Duration::from_millis)
+            .or(defaults.timeout),
+        output_bytes: number(OUTPUT_BYTES)?.or(defaults.output_bytes),
+    })
+}
+
+fn is_json(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("application/json"))
+}
+
+async fn call(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
+    let limits = limits(server, &request)?;
+    let json_in = is_json(&request);
+    let body = read_body(request, server.config.max_input_bytes).await?;
+    let input = if json_in {
+        let text = String::from_utf8(body.to_vec())
+            .map_err(|_| Error::InvalidInput("the JSON body is not UTF-8".to_string()))?;
+        Payload::json_text(text)?
+    } else {
+        Payload::Bytes(body.to_vec())
+    };
+    let permit = server.admit().ok_or(Refusal::Overloaded)?;
+    server.metrics.in_flight.inc();
+    let outcome = server.cache.execute_metered(&digest, input, &limits).await;
+    server.metrics.in_flight.dec();
+    drop(permit);
+    let log = RequestLog {
+        digest: Some(digest),
+        outcome: Some(
+            outcome
+                .result
+                .as_ref()
+                .map_or_else(|e| e.kind().as_str(), |_| "ok"),
+        ),
+        fuel: outcome.fuel_burned,
+    };
+    let mut response = match outcome.result {
+        Ok(Payload::Json(text)) => {
+            let mut response = Response::new(full(text));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Ok(Payload::Bytes(bytes)) => {
+            let mut response = Response::new(full(bytes));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/octet-stream"),
+            );
+            response
+        }
+        Err(e) => error_response(&e),
+    };
+    response
+        .headers_mut()
+        .insert(FUEL_BURNED, header::HeaderValue::from(outcome.fuel_burned));
+    Ok((response, log))
+}
+
+async fn batch(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
+    let limits = limits(server, &request)?;
+    let body = read_body(request, server.config.max_input_bytes).await?;
+    let rows: Vec<Value> = serde_json::from_slice(&body)
+        .map_err(|e| Error::InvalidInput(format!("the body must be a JSON array of rows: {e}")))?;
+    let rows = rows
+        .into_iter()
+        .map(|row| Payload::Json(row.to_string()))
+        .collect();
+    let permit = server.admit().ok_or(Refusal::Overloaded)?;
+    server.metrics.in_flight.inc();
+    let outcome = server
+        .cache
+        .execute_batch_metered(&digest, rows, &limits)
+        .await;
+    server.metrics.in_flight.dec();
+    drop(permit);
+    let log = RequestLog {
+        digest: Some(digest),
+        outcome: Some(
+            outcome
+                .result
+                .as_ref()
+                .map_or_else(|e| e.kind().as_str(), |_| "ok"),
+        ),
+        fuel: outcome.fuel_burned,
+    };
+    let mut response = match outcome.result {
+        Ok(results) => {
+            let rows: Vec<Value> = results.into_iter().map(row_json).collect();
+            json_response(StatusCode::OK, &Value::Array(rows))
+        }
+        Err(e) => error_response(&e),
+    };
+    response
+        .headers_mut()
+        .insert(FUEL_BURNED, header::HeaderValue::from(outcome.fuel_burned));
+    Ok((response, log))
+}
+
+fn row_json(row: Result<Payload, Error>) -> Value {
+    match row {
+        Ok(Payload::Json(text)) => {
+            json!({ "ok": serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)) })
+        }
+        Ok(Payload::Bytes(bytes)) => {
+            json!({ "ok_bytes_hex": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>() })
+        }
+        Err(e) => json!({ "error": { "kind": e.kind().as_str(), "message": e.to_string() } }),
+    }
+}

@@ -1,0 +1,179 @@
+//! Prometheus metrics for `burncache serve`: the server's own (requests, latency,
+//! in-flight, rejections) and the cache's counters, read at scrape time.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::{BurnCache, ErrorKind};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Outcome {
+    /// `ok`, or an error kind (`timeout`, `trap`, ...).
+    pub(crate) outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Reason {
+    pub(crate) reason: String,
+}
+
+/// The server's metrics.
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub(crate) requests: Family<Outcome, Counter>,
+    pub(crate) latency: Histogram,
+    pub(crate) in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub(crate) rejected: Family<Reason, Counter>,
+}
+
+impl Metrics {
+    pub(crate) fn new(cache: BurnCache) -> Metrics {
+        let mut registry = Registry::with_prefix("burncache");
+        let requests = Family::<Outcome, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests that ran guest code (calls, batches, HTTP guests), by outcome",
+            requests.clone(),
+        );
+        let latency = Histogram::new([
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0, 10.0,
+        ]);
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to its response head, for requests that ran guest code",
+            latency.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight",
+            "Requests running guest code now",
+            in_flight.clone(),
+        );
+        let rejected = Family::<Reason, Counter>::default();
+        registry.register(
+            "rejected",
+            "Requests refused before running anything (overload, size, auth)",
+            rejected.clone(),
+        );
+        registry.register_collector(Box::new(CacheCollector(cache)));
+        Metrics {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            rejected,
+        }
+    }
+
+    pub(crate) fn count(&self, outcome: &str) {
+        self.requests
+            .get_or_create(&Outcome {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn reject(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&Reason {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// The metrics in Prometheus text format.
+    pub(crate) fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Reads the cache's own counters when scraped.
+#[derive(Debug)]
+struct CacheCollector(BurnCache);
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.0.stats();
+        let counters: [(&str, &str, u64); 8] = [
+            (
+                "cache_hits",
+                "Look-ups that found a finished compile",
+                stats.hits,
+            ),
+            (
+                "cache_misses",
+                "Look-ups that compiled or waited for a compile",
+                stats.misses,
+            ),
+            ("compiles", "Compiles started", stats.compiles),
+            (
+                "compile_failures",
+                "Compiles that failed",
+                stats.compile_failures,
+            ),
+            (
+                "artifact_loads",
+                "Components loaded from compiled artifacts",
+                stats.artifact_loads,
+            ),
+            (
+                "fetches",
+                "Components fetched from the store",
+                stats.fetches,
+            ),
+            (
+                "fuel_burned",
+                "Fuel burned by top-level calls",
+                stats.fuel_burned,
+            ),
+            (
+                "calls_ok",
+                "Calls that returned an output (nested calls included)",
+                stats.calls_ok,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter: ConstCounter<u64> = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let seconds: ConstCounter<f64> = ConstCounter::new(stats.compile_time.as_secs_f64());
+        let metric = encoder.encode_descriptor(
+            "compile_seconds",
+            "Time spent compiling",
+            None,
+            seconds.metric_type(),
+        )?;
+        seconds.encode(metric)?;
+        let mut failed = encoder.encode_descriptor(
+            "calls_failed",
+            "Calls that failed, by error kind (nested calls included)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for kind in ErrorKind::ALL {
+            let count: ConstCounter<u64> = ConstCounter::new(stats.failed(kind));
+            let labels = [("kind", kind.as_str())];
+            count.encode(failed.encode_family(&labels)?)?;
+        }
+        let held: prometheus_client::metrics::gauge::ConstGauge<i64> =
+            prometheus_client::metrics::gauge::ConstGauge::new(stats.components as i64);
+        let metric = encoder.encode_descriptor(
+            "components",
+            "Components this node holds",
+            None,
+            held.metric_type(),
+        )?;
+        held.encode(metric)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,390 @@
+//! `burncache serve`: an HTTP server that serves `wasi:http` guests the way
+//! `wasmtime serve` does, plus a JSON API to deploy, call and batch components by
+//! digest, Prometheus metrics, overload protection and graceful shutdown.
+
+mod api;
+mod metrics;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::{BurnCache, Digest, Error, ErrorKind, Limits};
+
+use self::metrics::Metrics;
+
+/// How `burncache serve` behaves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// With a component, every request goes to it (as `wasmtime serve` would send
+    /// it), except `/.well-known/burncache/{healthz,metrics}`. Without, the JSON API
+    /// is served, and HTTP guests at `/v1/http/{digest}/...`.
+    pub component: Option<Digest>,
+    /// The bearer token `PUT` and `DELETE` require. Without one, those routes are
+    /// only served on a loopback address.
+    pub admin_token: Option<String>,
+    /// The most requests running guest code at once; beyond it, `503` at once.
+    pub max_in_flight: usize,
+    /// The largest component upload, in bytes.
+    pub max_component_bytes: usize,
+    /// The largest call or batch input, in bytes.
+    pub max_input_bytes: usize,
+    /// The ceilings of HTTP guests' requests, and the defaults of API calls.
+    pub limits: Limits,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            component: None,
+            admin_token: None,
+            max_in_flight: 128,
+            max_component_bytes: 64 << 20,
+            max_input_bytes: 16 << 20,
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The response body every route answers with (guests stream; the API does not).
+pub(crate) type Body = HyperOutgoingBody;
+
+pub(crate) struct Server {
+    pub(crate) cache: BurnCache,
+    pub(crate) config: ServerConfig,
+    pub(crate) metrics: Metrics,
+    pub(crate) slots: Arc<Semaphore>,
+    next_request: AtomicU64,
+}
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting, lets the
+/// requests under way finish (up to `config.shutdown_grace`), and returns.
+///
+/// # Errors
+///
+/// [`Error::PermissionDenied`] when the admin routes would be open to the network
+/// without a token (a non-loopback address and no `admin_token`).
+pub async fn serve(
+    cache: BurnCache,
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::Backend(format!("cannot read the listening address: {e}")))?;
+    if config.admin_token.is_none() && !local.ip().is_loopback() {
+        return Err(Error::PermissionDenied(format!(
+            "refusing to serve PUT and DELETE on {local}, which is not a loopback address, \
+             without an admin token (--admin-token or BURNCACHE_ADMIN_TOKEN)"
+        )));
+    }
+    let server = Arc::new(Server {
+        metrics: Metrics::new(cache.clone()),
+        slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+        cache,
+        config,
+        next_request: AtomicU64::new(1),
+    });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let server = server.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let server = server.clone();
+            async move { Ok::<_, Infallible>(server.handle(request, peer).await) }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting for requests under way");
+    let grace = server.config.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after {grace:?}; stopping anyway");
+    }
+    server.cache.settle().await;
+    Ok(())
+}
+
+impl Server {
+    async fn handle(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let (response, log) = self.route(request, id).await;
+        let status = response.status().as_u16();
+        tracing::info!(
+            target: "burncache::request",
+            request_id = id,
+            %peer,
+            %method,
+            path,
+            digest = log.digest.map(|d| d.to_string()).unwrap_or_default(),
+            status,
+            outcome = log.outcome.unwrap_or(""),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            fuel = log.fuel,
+            "request"
+        );
+        if let Some(outcome) = log.outcome {
+            self.metrics.count(outcome);
+            self.metrics
+                .latency
+                .observe(started.elapsed().as_secs_f64());
+        }
+        response
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        id: u64,
+    ) -> (Response<Body>, RequestLog) {
+        let path = request.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let method = request.method().clone();
+        if let Some(digest) = self.config.component {
+            return match (&method, segments.as_slice()) {
+                (&Method::GET, [".well-known", "burncache", "healthz"]) => {
+                    (text(StatusCode::OK, "ok\n"), RequestLog::default())
+                }
+                (&Method::GET, [".well-known", "burncache", "metrics"]) => {
+                    (self.metrics_response(), RequestLog::default())
+                }
+                _ => self.http_guest(digest, request, None, id).await,
+            };
+        }
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["healthz"]) => (text(StatusCode::OK, "ok\n"), RequestLog::default()),
+            (&Method::GET, ["metrics"]) => (self.metrics_response(), RequestLog::default()),
+            (_, ["v1", "http", digest, rest @ ..]) => {
+                let rest = format!("/{}", rest.join("/"));
+                match Digest::parse(digest) {
+                    Ok(digest) => self.http_guest(digest, request, Some(rest), id).await,
+                    Err(e) => (error_response(&e), RequestLog::failed(&e)),
+                }
+            }
+            (_, ["v1", "components", ..]) => api::route(self, request, &segments[2..]).await,
+            _ => (
+                error_json(
+                    StatusCode::NOT_FOUND,
+                    "not-found",
+                    &format!("no route for {method} {path}"),
+                ),
+                RequestLog::default(),
+            ),
+        }
+    }
+
+    fn metrics_response(&self) -> Response<Body> {
+        let mut response = Response::new(full(self.metrics.render()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        response
+    }
+
+    /// Takes an in-flight slot; `None` (counted as a rejection) when all are taken.
+    pub(crate) fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = self.slots.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.metrics.reject("overloaded");
+        }
+        permit
+    }
+
+    /// The answer when no slot is free: 503 at once, rather than a queue.
+    pub(crate) fn overloaded(&self) -> Response<Body> {
+        let mut response = error_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            &format!(
+                "{} requests are already running; try again shortly",
+                self.config.max_in_flight
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        response
+    }
+
+    async fn http_guest(
+        self: &Arc<Self>,
+        digest: Digest,
+        request: Request<Incoming>,
+        rewrite: Option<String>,
+        id: u64,
+    ) -> (Response<Body>, RequestLog) {
+        let Some(permit) = self.admit() else {
+            return (self.overloaded(), RequestLog::default());
+        };
+        let mut request = request;
+        if let Some(path) = rewrite {
+            let query = request
+                .uri()
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            let mut parts = request.uri().clone().into_parts();
+            parts.path_and_query = format!("{path}{query}").parse().ok();
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+        if request.uri().authority().is_none() && !request.headers().contains_key(header::HOST) {
+            request
+                .headers_mut()
+                .insert(header::HOST, header::HeaderValue::from_static("localhost"));
+        }
+        self.metrics.in_flight.inc();
+        let handled = self
+            .cache
+            .handle_http(&digest, request, &self.config.limits, id)
+            .await;
+        match handled {
+            Ok((response, finish)) => {
+                let server = self.clone();
+                // The slot is held until the guest is done with the body too.
+                tokio::spawn(async move {
+                    let outcome = finish.await;
+                    server.metrics.in_flight.dec();
+                    drop(permit);
+                    if let Ok(outcome) = outcome {
+                        tracing::debug!(
+                            target: "burncache::request",
+                            request_id = id,
+                            fuel = outcome.fuel_burned,
+                            outcome = outcome.result.err().map_or("ok", |e| e.kind().as_str()),
+                            "guest finished"
+                        );
+                    }
+                });
+                (
+                    response,
+                    RequestLog {
+                        digest: Some(digest),
+                        outcome: Some("ok"),
+                        fuel: 0,
+                    },
+                )
+            }
+            Err(e) => {
+                self.metrics.in_flight.dec();
+                drop(permit);
+                (
+                    error_response(&e),
+                    RequestLog::failed(&e).with_digest(digest),
+                )
+            }
+        }
+    }
+}
+
+/// What the request log line says beyond method, path and status.
+#[derive(Default)]
+pub(crate) struct RequestLog {
+    pub(crate) digest: Option<Digest>,
+    /// `ok` or an error kind, for requests that ran (or tried to run) guest code.
+    pub(crate) outcome: Option<&'static str>,
+    pub(crate) fuel: u64,
+}
+
+impl RequestLog {
+    pub(crate) fn failed(e: &Error) -> RequestLog {
+        RequestLog {
+            digest: None,
+            outcome: Some(e.kind().as_str()),
+            fuel: 0,
+        }
+    }
+
+    pub(crate) fn with_digest(mut self, digest: Digest) -> RequestLog {
+        self.digest = Some(digest);
+        self
+    }
+}
+
+pub(crate) fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response
+}
+
+/// The status an error class is answered with.
+pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::InvalidDigest | ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::CompileFailed => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::Guest => StatusCode::UNPROCESSABLE_ENTITY,
+        // The store behind this node failed, not the caller.
+        ErrorKind::Backend | ErrorKind::Integrity => StatusCode::BAD_GATEWAY,
+        // What the guest ran into: a trap, or a ceiling (fuel, memory, output, depth).
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+pub(crate) fn error_response(e: &Error) -> Response<Body> {
+    error_json(status_of(e.kind()), e.kind().as_str(), &e.to_string())
+}
+
+pub(crate) fn error_json(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": { "kind": kind, "message": message } });
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,607 @@
+//! `burncache serve` as users run it: the real binary on 127.0.0.1:0, a real HTTP
+//! client.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::{guests, tempdir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_burncache");
+
+/// A running `burncache serve`; stopped (SIGTERM) when dropped.
+struct Served {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Served {
+    fn start(args: &[&str]) -> Served {
+        let node = tempdir();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("BURNCACHE_STORE", burncache::file_url(&node.join("store")))
+            .env("BURNCACHE_ARTIFACTS", node.join("artifacts"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start burncache serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the address line");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Served {
+            child,
+            base,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn deploy(&self, path: &str) -> String {
+        let response = self
+            .client
+            .put(self.url("/v1/components"))
+            .body(std::fs::read(path).expect("read"))
+            .send()
+            .await
+            .expect("PUT");
+        assert!(response.status().is_success(), "{}", response.status());
+        let body: Value = response.json().await.expect("json");
+        body["digest"].as_str().expect("digest").to_string()
+    }
+
+    async fn call(&self, digest: &str, input: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/v1/components/{digest}/call")))
+            .header("content-type", "application/json")
+            .body(input.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn metrics(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A metric's value from Prometheus text (`name` includes any labels).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn serves_a_wasi_http_component_like_wasmtime_serve() {
+    let served = Served::start(&[guests::HTTP_HELLO]);
+    let response = served
+        .client
+        .get(served.url("/"))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.expect("body"),
+        "Hello from a burncache HTTP guest!\n"
+    );
+
+    let response = served
+        .client
+        .get(served.url("/nope"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 404);
+
+    let response = served
+        .client
+        .post(served.url("/echo"))
+        .header("x-test", "a value")
+        .body("the body\n")
+        .send()
+        .await
+        .expect("POST /echo");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-echo-x-test"], "a value");
+    assert_eq!(response.headers()["x-echo-method"], "POST");
+    assert_eq!(response.text().await.expect("body"), "the body\n");
+
+    let response = served
+        .client
+        .get(served.url("/stream?mib=8"))
+        .send()
+        .await
+        .expect("GET");
+    let body = response.bytes().await.expect("body");
+    assert_eq!(body.len(), 8 << 20);
+    assert!(
+        body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8),
+        "intact"
+    );
+
+    let health = served
+        .client
+        .get(served.url("/.well-known/burncache/healthz"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn the_api_deploys_calls_batches_inspects_and_forgets() {
+    let served = Served::start(&[]);
+    let digest = served.deploy(guests::ADD_ONE).await;
+    let again = served
+        .client
+        .put(served.url("/v1/components"))
+        .body(std::fs::read(guests::ADD_ONE).expect("read"))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(again.status(), 200, "already present");
+
+    let described: Value = served
+        .client
+        .get(served.url(&format!("/v1/components/{digest}")))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(described["kind"], "function");
+    assert_eq!(described["compiled"], true);
+    assert!(
+        described["exports"]
+            .as_array()
+            .expect("exports")
+            .contains(&json!("burncache:host/function@0.1.0"))
+    );
+
+    let response = served
+        .client
+        .post(served.url(&format!("/v1/components/{digest}/call")))
+        .header("content-type", "application/json")
+        .header("burncache-fuel", "10000000")
+        .body(r#"{"n": 41}"#)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let fuel: u64 = response.headers()["burncache-fuel-burned"]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("n");
+    assert!(fuel > 0);
+    assert_eq!(
+        response.json::<Value>().await.expect("json"),
+        json!({"n": 42})
+    );
+
+    let echo = served.deploy(guests::ADVERSARY).await;
+    let response = served
+        .client
+        .post(served.url(&format!("/v1/components/{echo}/call")))
+        .header("content-type", "application/octet-stream")
+        .body(vec![0u8, 1, 2, 255])
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/octet-stream"
+    );
+    assert_eq!(
+        response.bytes().await.expect("bytes").to_vec(),
+        vec![0u8, 1, 2, 255]
+    );
+
+    let rows: Value = served
+        .client
+        .post(served.url(&format!("/v1/components/{digest}/batch")))
+        .body(json!([{"n": 1}, {"n": i64::MAX}, {"n": 3}]).to_string())
+        .send()
+        .await
+        .expect("batch")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rows[0], json!({"ok": {"n": 2}}));
+    assert_eq!(rows[1]["error"]["kind"], "guest");
+    assert_eq!(rows[2], json!({"ok": {"n": 4}}));
+
+    let forgotten = served
+        .client
+        .delete(served.url(&format!("/v1/components/{digest}")))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(forgotten.status(), 204);
+    // The node forgot it; the store still has it, so it is fetched again.
+    let (status, out) = served.call(&digest, &json!({"n": 1}), &[]).await;
+    assert_eq!((status, out), (200, json!({"n": 2})));
+
+    let unknown = "0".repeat(64);
+    let (status, out) = served.call(&unknown, &json!({"n": 1}), &[]).await;
+    assert_eq!(status, 404);
+    assert_eq!(out["error"]["kind"], "not-found");
+}
+
+#[tokio::test]
+async fn an_http_guest_calls_a_function_through_burn_cache() {
+    let served = Served::start(&[]);
+    let add_one = served.deploy(guests::ADD_ONE).await;
+    let caller = served.deploy(guests::HTTP_CALLER).await;
+    let response = served
+        .client
+        .get(served.url(&format!("/v1/http/{caller}/{add_one}?n=41")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.expect("json"),
+        json!({"n": 42})
+    );
+
+    let hello = served.deploy(guests::HTTP_HELLO).await;
+    let response = served
+        .client
+        .get(served.url(&format!("/v1/http/{hello}/")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        response.text().await.expect("body"),
+        "Hello from a burncache HTTP guest!\n"
+    );
+}
+
+#[tokio::test]
+async fn faults_under_load_are_classified_and_counted() {
+    let served = std::sync::Arc::new(Served::start(&[]));
+    let good = served.deploy(guests::ADD_ONE).await;
+    let bad = served.deploy(guests::ADVERSARY).await;
+    const REQUESTS: usize = 2000;
+    const CONCURRENCY: usize = 32;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (served, next, good, bad) =
+                (served.clone(), next.clone(), good.clone(), bad.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= REQUESTS {
+                        return seen;
+                    }
+                    let (kind, (status, out)) = match i % 16 {
+                        0 => (
+                            "timeout",
+                            served
+                                .call(
+                                    &bad,
+                                    &json!({"op": "loop"}),
+                                    &[
+                                        ("burncache-timeout-ms", "20"),
+                                        ("burncache-fuel", "100000000000"),
+                                    ],
+                                )
+                                .await,
+                        ),
+                        1 => (
+                            "memory-limit",
+                            served
+                                .call(
+                                    &bad,
+                                    &json!({"op": "alloc"}),
+                                    &[("burncache-memory-bytes", "8388608")],
+                                )
+                                .await,
+                        ),
+                        2 => (
+                            "trap",
+                            served.call(&bad, &json!({"op": "panic"}), &[]).await,
+                        ),
+                        _ => ("ok", served.call(&good, &json!({"n": i}), &[]).await),
+                    };
+                    if kind == "ok" {
+                        assert_eq!((status, out), (200, json!({"n": i + 1})));
+                    } else {
+                        assert_eq!(out["error"]["kind"], kind, "{status} {out}");
+                        let expected = if kind == "timeout" { 504 } else { 500 };
+                        assert_eq!(status, expected, "{out}");
+                    }
+                    seen.push(kind);
+                }
+            })
+        })
+        .collect();
+    let mut counts = std::collections::HashMap::new();
+    for worker in workers {
+        for kind in worker.await.expect("worker") {
+            *counts.entry(kind).or_insert(0u64) += 1;
+        }
+    }
+    let text = served.metrics("/metrics").await;
+    for (kind, sent) in &counts {
+        let counted = metric(
+            &text,
+            &format!("burncache_requests_total{{outcome=\"{kind}\"}}"),
+        );
+        assert_eq!(counted as u64, *sent, "{kind}: {text}");
+    }
+    assert_eq!(
+        metric(&text, "burncache_calls_ok_total") as u64,
+        counts["ok"]
+    );
+    assert_eq!(
+        metric(&text, "burncache_calls_failed_total{kind=\"trap\"}") as u64,
+        counts["trap"]
+    );
+    assert!(metric(&text, "burncache_fuel_burned_total") > 0.0);
+    assert_eq!(metric(&text, "burncache_compiles_total") as u64, 2);
+    assert!(
+        text.contains("burncache_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "burncache_in_flight"), 0.0);
+    // Still serving.
+    assert_eq!(
+        served.call(&good, &json!({"n": 1}), &[]).await,
+        (200, json!({"n": 2}))
+    );
+}
+
+#[tokio::test]
+async fn overload_is_refused_at_once_and_recovers() {
+    let served = std::sync::Arc::new(Served::start(&["--max-in-flight", "2"]));
+    let slow = served.deploy(guests::ADVERSARY).await;
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let (served, slow) = (served.clone(), slow.clone());
+            tokio::spawn(async move {
+                let response = served
+                    .client
+                    .post(served.url(&format!("/v1/components/{slow}/call")))
+                    .body(json!({"op": "sleep", "ms": 1500}).to_string())
+                    .send()
+                    .await
+                    .expect("POST");
+                let retry_after = response.headers().get("retry-after").cloned();
+                (
+                    response.status().as_u16(),
+                    retry_after,
+                    std::time::Instant::now(),
+                )
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.expect("join"));
+    }
+    let refused: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    let served_ok: Vec<_> = results.iter().filter(|r| r.0 == 200).collect();
+    assert_eq!(refused.len() + served_ok.len(), 10, "{results:?}");
+    assert!(served_ok.len() >= 2 && refused.len() >= 6, "{results:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.1.as_ref().is_some_and(|v| v == "1")),
+        "Retry-After"
+    );
+    // Refusals came back before the slow calls finished: they did not queue.
+    let last_refusal = refused.iter().map(|r| r.2).max().expect("some");
+    let first_success = served_ok.iter().map(|r| r.2).min().expect("some");
+    assert!(
+        last_refusal < first_success,
+        "refused at once, not after waiting"
+    );
+    let text = served.metrics("/metrics").await;
+    assert_eq!(
+        metric(&text, "burncache_rejected_total{reason=\"overloaded\"}") as usize,
+        refused.len()
+    );
+    let (status, _) = served.call(&slow, &json!({"op": "counter"}), &[]).await;
+    assert_eq!(status, 200, "serves normally after the load");
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_token() {
+    let served = Served::start(&["--admin-token", "s3cret"]);
+    let put = |token: Option<&str>| {
+        let mut request = served
+            .client
+            .put(served.url("/v1/components"))
+            .body(std::fs::read(guests::ADD_ONE).expect("read"));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.send()
+    };
+    assert_eq!(put(None).await.expect("PUT").status(), 401);
+    assert_eq!(put(Some("wrong")).await.expect("PUT").status(), 401);
+    let response = put(Some("s3cret")).await.expect("PUT");
+    assert_eq!(response.status(), 201);
+    let digest = response.json::<Value>().await.expect("json")["digest"]
+        .as_str()
+        .expect("d")
+        .to_string();
+    let delete = served
+        .client
+        .delete(served.url(&format!("/v1/components/{digest}")))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(delete.status(), 401);
+    // Calls need no token.
+    assert_eq!(served.call(&digest, &json!({"n": 1}), &[]).await.0, 200);
+}
+
+#[test]
+fn admin_routes_are_not_opened_to_the_network_without_a_token() {
+    let out = Command::new(BIN)
+        .args(["serve", "--addr", "0.0.0.0:0"])
+        .env(
+            "BURNCACHE_STORE",
+            burncache::file_url(&tempdir().join("store")),
+        )
+        .env_remove("BURNCACHE_ADMIN_TOKEN")
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(20),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin token"));
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_documented_status_and_kind() {
+    let served = Served::start(&["--max-input-size", "1KiB"]);
+    let digest = served.deploy(guests::ADD_ONE).await;
+    let post =
+        |path: String, body: Vec<u8>| served.client.post(served.url(&path)).body(body).send();
+    let cases: Vec<(String, Vec<u8>, u16, &str)> = vec![
+        (
+            format!("/v1/components/{digest}/call"),
+            b"{\"n\": ".to_vec(),
+            400,
+            "invalid-input",
+        ),
+        (
+            "/v1/components/xyz/call".to_string(),
+            b"{}".to_vec(),
+            400,
+            "invalid-digest",
+        ),
+        (
+            format!("/v1/components/{digest}/call"),
+            vec![b' '; 2048],
+            413,
+            "too-large",
+        ),
+        (
+            format!("/v1/components/{digest}/batch"),
+            b"{\"not\": \"an array\"}".to_vec(),
+            400,
+            "invalid-input",
+        ),
+    ];
+    for (path, body, status, kind) in cases {
+        let response = post(path.clone(), body).await.expect("POST");
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let out: Value = response.json().await.expect("json");
+        assert_eq!(out["error"]["kind"], kind, "{path}: {out}");
+    }
+    let response = served
+        .client
+        .put(served.url("/v1/components"))
+        .body(b"not a component".to_vec())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.json::<Value>().await.expect("json")["error"]["kind"],
+        "invalid-input"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_call_under_way_finish() {
+    let mut served = Served::start(&[]);
+    let slow = served.deploy(guests::ADVERSARY).await;
+    let client = served.client.clone();
+    let url = served.url(&format!("/v1/components/{slow}/call"));
+    let call = tokio::spawn(async move {
+        let response = client
+            .post(url)
+            .body(json!({"op": "sleep", "ms": 1500}).to_string())
+            .send()
+            .await
+            .expect("POST");
+        (
+            response.status().as_u16(),
+            response.text().await.expect("body"),
+        )
+    });
+    // Wait until the call is running, then ask the server to stop.
+    loop {
+        let text = served.metrics("/metrics").await;
+        if metric(&text, "burncache_in_flight") >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = tokio::task::spawn_blocking(move || served.terminate())
+        .await
+        .expect("join");
+    assert_eq!(
+        call.await.expect("join"),
+        (200, "{\"slept\":true}".to_string())
+    );
+    assert_eq!(status.code(), Some(0));
+}
