@@ -15,6 +15,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("CLI_COMMAND", "cli-command", "cli-command.wasm"),
     ("HTTP_HELLO", "http-hello", "http-hello.wasm"),
     ("HTTP_CALLER", "http-caller", "http-caller.wasm"),
+    ("DOUBLE", "double", "double.wasm"),
 ];
 
 fn main() {

@@ -33,6 +33,17 @@ pub struct Outcome<T> {
     pub elapsed: Duration,
 }
 
+impl<T> Outcome<T> {
+    /// A call that failed before any guest code ran.
+    pub(crate) fn failed(e: Error, started: Instant) -> Outcome<T> {
+        Outcome {
+            result: Err(e),
+            fuel_burned: 0,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
 /// Where a call stands: which cache it belongs to, how deep it is nested, and the
 /// ceilings it runs under. Nested calls derive theirs from their caller's.
 #[derive(Clone)]
@@ -322,13 +333,7 @@ where
     let started = Instant::now();
     let mut sandbox = match Sandbox::new(scope, None) {
         Ok(sandbox) => sandbox,
-        Err(e) => {
-            return Outcome {
-                result: Err(e),
-                fuel_burned: 0,
-                elapsed: started.elapsed(),
-            };
-        }
+        Err(e) => return Outcome::failed(e, started),
     };
     let deadline = tokio::time::Instant::from_std(sandbox.deadline());
     let result = tokio::time::timeout_at(deadline, work(&mut sandbox))

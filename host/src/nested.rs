@@ -11,7 +11,7 @@ use wasmtime::component::Linker;
 use wasmtime::{StoreContextMut, Trap};
 
 use crate::bindings::{WitError, WitLimits, WitPayload};
-use crate::call::CallState;
+use crate::call::{CallState, Scope};
 use crate::limits::Limits;
 use crate::{Digest, Error, Payload};
 
@@ -77,12 +77,7 @@ async fn execute(
     limits: Option<WitLimits>,
 ) -> Returned<WitPayload> {
     let fuel_left = store.get_fuel()?;
-    let scope = &store.data().scope;
-    let child = Digest::parse(&digest).and_then(|digest| {
-        let limits = limits.map(Limits::from).unwrap_or_default();
-        scope.child(&limits, fuel_left).map(|child| (digest, child))
-    });
-    let (digest, child) = match child {
+    let (digest, child) = match child_call(&store, &digest, limits, fuel_left) {
         Ok(found) => found,
         Err(e) => return answer(Err(e)),
     };
@@ -99,12 +94,7 @@ async fn execute_batch(
     limits: Option<WitLimits>,
 ) -> Returned<Vec<Result<WitPayload, WitError>>> {
     let fuel_left = store.get_fuel()?;
-    let scope = &store.data().scope;
-    let child = Digest::parse(&digest).and_then(|digest| {
-        let limits = limits.map(Limits::from).unwrap_or_default();
-        scope.child(&limits, fuel_left).map(|child| (digest, child))
-    });
-    let (digest, child) = match child {
+    let (digest, child) = match child_call(&store, &digest, limits, fuel_left) {
         Ok(found) => found,
         Err(e) => return answer(Err(e)),
     };
@@ -117,6 +107,20 @@ async fn execute_batch(
             .map(|row| row.map(WitPayload::from).map_err(WitError::from))
             .collect()
     }))
+}
+
+/// The digest a guest named and the scope of its nested call, capped by what the
+/// caller has left.
+fn child_call(
+    store: &StoreContextMut<'_, CallState>,
+    digest: &str,
+    limits: Option<WitLimits>,
+    fuel_left: u64,
+) -> Result<(Digest, Scope), Error> {
+    let digest = Digest::parse(digest)?;
+    let limits = limits.map(Limits::from).unwrap_or_default();
+    let child = store.data().scope.child(&limits, fuel_left)?;
+    Ok((digest, child))
 }
 
 async fn forget(store: StoreContextMut<'_, CallState>, digest: String) -> Returned<()> {

@@ -41,26 +41,14 @@ impl BurnCache {
         let started = Instant::now();
         let pre = match self.compile_command(bytes).await {
             Ok(pre) => pre,
-            Err(e) => {
-                return Outcome {
-                    result: Err(e),
-                    fuel_burned: 0,
-                    elapsed: started.elapsed(),
-                };
-            }
+            Err(e) => return Outcome::failed(e, started),
         };
         let scope = Scope::top(self, &options.limits);
         let budget = OutputBudget::new(scope.ceilings.output_bytes);
         let wasi = command_wasi(&options, &budget);
         let mut sandbox = match Sandbox::new(scope, Some(wasi)) {
             Ok(sandbox) => sandbox,
-            Err(e) => {
-                return Outcome {
-                    result: Err(e),
-                    fuel_burned: 0,
-                    elapsed: started.elapsed(),
-                };
-            }
+            Err(e) => return Outcome::failed(e, started),
         };
         let deadline = tokio::time::Instant::from_std(sandbox.deadline());
         let run = async {

@@ -271,7 +271,10 @@ fn inspect_shows_the_world() {
 
 #[test]
 fn help_has_examples_on_every_verb() {
-    for verb in ["hash", "call", "batch", "run", "inspect"] {
+    let verbs = [
+        "hash", "call", "batch", "run", "inspect", "deploy", "ls", "serve", "cache",
+    ];
+    for verb in verbs {
         let out = burncache(&[verb, "--help"], b"");
         assert_exit(&out, 0);
         assert!(stdout(&out).contains("Example"), "{verb}: {}", stdout(&out));

@@ -191,3 +191,33 @@ fn inspect_names_the_world() {
     let err = burncache::inspect(b"nope").expect_err("garbage");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
+
+#[tokio::test]
+async fn a_column_of_f64_through_bytes() {
+    let cache = cache();
+    let digest = register(&cache, guests::DOUBLE).await;
+    let column: Vec<u8> = (0..10_000)
+        .flat_map(|i| (i as f64 * 0.5).to_le_bytes())
+        .collect();
+    let out = cache
+        .execute(&digest, Payload::Bytes(column), &no_limits())
+        .await
+        .expect("call");
+    let Payload::Bytes(out) = out else {
+        panic!("bytes out")
+    };
+    let values: Vec<f64> = out
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    assert_eq!(values.len(), 10_000);
+    assert!(
+        values.iter().enumerate().all(|(i, v)| *v == i as f64),
+        "doubled"
+    );
+    let err = cache
+        .execute(&digest, Payload::Bytes(vec![0; 7]), &no_limits())
+        .await
+        .expect_err("ragged");
+    assert_eq!(err.kind(), ErrorKind::Guest);
+}

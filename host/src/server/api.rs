@@ -232,44 +232,44 @@ async fn call(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) 
     } else {
         Payload::Bytes(body.to_vec())
     };
-    let permit = server.admit().ok_or(Refusal::Overloaded)?;
-    server.metrics.in_flight.inc();
-    let outcome = server.cache.execute_metered(&digest, input, &limits).await;
-    server.metrics.in_flight.dec();
-    drop(permit);
-    let log = RequestLog {
-        digest: Some(digest),
-        outcome: Some(
-            outcome
-                .result
-                .as_ref()
-                .map_or_else(|e| e.kind().as_str(), |_| "ok"),
-        ),
-        fuel: outcome.fuel_burned,
-    };
-    let mut response = match outcome.result {
-        Ok(Payload::Json(text)) => {
-            let mut response = Response::new(full(text));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            response
-        }
-        Ok(Payload::Bytes(bytes)) => {
-            let mut response = Response::new(full(bytes));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/octet-stream"),
-            );
-            response
-        }
+    let outcome = guarded(
+        server,
+        server.cache.execute_metered(&digest, input, &limits),
+    )
+    .await?;
+    let log = RequestLog::ran(digest, &outcome);
+    let response = match outcome.result {
+        Ok(Payload::Json(text)) => typed(full(text), "application/json"),
+        Ok(Payload::Bytes(bytes)) => typed(full(bytes), "application/octet-stream"),
         Err(e) => error_response(&e),
     };
+    Ok((with_fuel(response, outcome.fuel_burned), log))
+}
+
+/// Runs guest code in an in-flight slot, or refuses at once when none is free.
+async fn guarded<T>(server: &Server, work: impl Future<Output = T>) -> Result<T, Refusal> {
+    let permit = server.admit().ok_or(Refusal::Overloaded)?;
+    server.metrics.in_flight.inc();
+    let done = work.await;
+    server.metrics.in_flight.dec();
+    drop(permit);
+    Ok(done)
+}
+
+fn typed(body: Body, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+fn with_fuel(mut response: Response<Body>, fuel: u64) -> Response<Body> {
     response
         .headers_mut()
-        .insert(FUEL_BURNED, header::HeaderValue::from(outcome.fuel_burned));
-    Ok((response, log))
+        .insert(FUEL_BURNED, header::HeaderValue::from(fuel));
+    response
 }
 
 async fn batch(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
@@ -281,35 +281,20 @@ async fn batch(server: &Arc<Server>, request: Request<Incoming>, digest: Digest)
         .into_iter()
         .map(|row| Payload::Json(row.to_string()))
         .collect();
-    let permit = server.admit().ok_or(Refusal::Overloaded)?;
-    server.metrics.in_flight.inc();
-    let outcome = server
-        .cache
-        .execute_batch_metered(&digest, rows, &limits)
-        .await;
-    server.metrics.in_flight.dec();
-    drop(permit);
-    let log = RequestLog {
-        digest: Some(digest),
-        outcome: Some(
-            outcome
-                .result
-                .as_ref()
-                .map_or_else(|e| e.kind().as_str(), |_| "ok"),
-        ),
-        fuel: outcome.fuel_burned,
-    };
-    let mut response = match outcome.result {
+    let outcome = guarded(
+        server,
+        server.cache.execute_batch_metered(&digest, rows, &limits),
+    )
+    .await?;
+    let log = RequestLog::ran(digest, &outcome);
+    let response = match outcome.result {
         Ok(results) => {
             let rows: Vec<Value> = results.into_iter().map(row_json).collect();
             json_response(StatusCode::OK, &Value::Array(rows))
         }
         Err(e) => error_response(&e),
     };
-    response
-        .headers_mut()
-        .insert(FUEL_BURNED, header::HeaderValue::from(outcome.fuel_burned));
-    Ok((response, log))
+    Ok((with_fuel(response, outcome.fuel_burned), log))
 }
 
 fn row_json(row: Result<Payload, Error>) -> Value {

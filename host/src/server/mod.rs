@@ -340,6 +340,20 @@ impl RequestLog {
         }
     }
 
+    /// For a request that ran guest code: its outcome and the fuel it burned.
+    pub(crate) fn ran<T>(digest: Digest, outcome: &crate::Outcome<T>) -> RequestLog {
+        RequestLog {
+            digest: Some(digest),
+            outcome: Some(
+                outcome
+                    .result
+                    .as_ref()
+                    .map_or_else(|e| e.kind().as_str(), |_| "ok"),
+            ),
+            fuel: outcome.fuel_burned,
+        }
+    }
+
     pub(crate) fn with_digest(mut self, digest: Digest) -> RequestLog {
         self.digest = Some(digest);
         self

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# P2 and memory: HTTP throughput of `burncache serve` against `wasmtime serve` (the
+# wasmtime CLI of the same version) on the same wasi:http component, driven by the
+# same load generator at the same concurrency, one after the other; then the JSON
+# API on add-one; then resident memory of `burncache serve` after ~1,000 and after
+# 100,000+ calls. Everything listens on 127.0.0.1 only.
+#
+#   scripts/bench-http.sh            (DURATION=10s CONNECTIONS=32 to change the load)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+duration=${DURATION:-10s}
+connections=${CONNECTIONS:-32}
+wasmtime_version=48.0.8
+
+if ! command -v wrk > /dev/null; then
+  echo "bench: installing wrk" >&2
+  (apt-get update -qq && apt-get install -y -qq wrk) > /dev/null
+fi
+wasmtime="$root/target/wasmtime-cli/bin/wasmtime"
+if [ ! -x "$wasmtime" ] || ! "$wasmtime" --version | grep -q "$wasmtime_version"; then
+  echo "bench: installing wasmtime-cli $wasmtime_version (a release build; takes a while)" >&2
+  cargo install --locked --quiet "wasmtime-cli@$wasmtime_version" --root "$root/target/wasmtime-cli"
+fi
+bash scripts/build-examples.sh > /dev/null
+cargo build --release --quiet -p burncache
+bc="$root/target/release/burncache"
+hello="$root/target/wasm32-wasip2/release/http-hello.wasm"
+add_one="$root/target/wasm32-wasip2/release/add_one.wasm"
+node=$(mktemp -d)
+export BURNCACHE_STORE="file://$node/store" BURNCACHE_ARTIFACTS="$node/artifacts"
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2> /dev/null || true; done; rm -rf "$node"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_for() {
+  for _ in $(seq 300); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "bench: nothing answered at $1" >&2
+  exit 1
+}
+
+# Runs wrk and prints "requests/s p99".
+load() {
+  local url=$1; shift
+  local out
+  out=$(wrk -t1 -c"$connections" -d"$duration" --latency "$@" "$url")
+  local rps p99
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+  local errors
+  errors=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  if [ -n "$errors" ]; then echo "bench: $errors non-2xx answers from $url" >&2; exit 1; fi
+  echo "$rps $p99"
+}
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+echo "== hello (wasi:http): burncache serve vs wasmtime serve $wasmtime_version, wrk -t1 -c$connections -d$duration"
+port=$(free_port)
+"$bc" serve --addr "127.0.0.1:$port" "$hello" > /dev/null 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$port/"
+ours_answer=$(curl -s -D - "http://127.0.0.1:$port/echo?x=1" -H 'x-probe: 1' --data 'probe' | grep -iv '^date:')
+read -r ours ours_p99 <<< "$(load "http://127.0.0.1:$port/")"
+kill "${pids[-1]}"
+
+port=$(free_port)
+"$wasmtime" serve -S cli --addr "127.0.0.1:$port" "$hello" > /dev/null 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$port/"
+theirs_answer=$(curl -s -D - "http://127.0.0.1:$port/echo?x=1" -H 'x-probe: 1' --data 'probe' | grep -iv '^date:')
+read -r theirs theirs_p99 <<< "$(load "http://127.0.0.1:$port/")"
+kill "${pids[-1]}"
+if [ "$ours_answer" != "$theirs_answer" ]; then
+  echo "bench: the two servers answered /echo differently:" >&2
+  diff <(echo "$ours_answer") <(echo "$theirs_answer") >&2 || true
+  exit 1
+fi
+echo "same status, headers and body from both for POST /echo"
+printf 'burncache serve:  %10s req/s  p99 %s\n' "$ours" "$ours_p99"
+printf 'wasmtime serve:   %10s req/s  p99 %s\n' "$theirs" "$theirs_p99"
+python3 -c "print(f'ratio: {$ours / $theirs:.2f}x requests/s')"
+
+echo "== JSON API: POST /v1/components/{add-one}/call, wrk -t1 -c$connections -d$duration"
+port=$(free_port)
+"$bc" serve --addr "127.0.0.1:$port" > /dev/null 2>&1 &
+pid=$!
+pids+=($pid)
+wait_for "http://127.0.0.1:$port/healthz"
+digest=$(curl -s -X PUT --data-binary "@$add_one" "http://127.0.0.1:$port/v1/components" | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
+script=$(mktemp --suffix .lua)
+cat > "$script" << 'LUA'
+wrk.method = "POST"
+wrk.body = '{"n": 41}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+# ~1,000 calls to warm up, then resident memory.
+wrk -t1 -c4 -d1s -s "$script" "http://127.0.0.1:$port/v1/components/$digest/call" > /dev/null
+calls() { curl -s "http://127.0.0.1:$port/metrics" | awk '/^burncache_requests_total\{outcome="ok"\}/ {print $2}'; }
+warm_calls=$(calls)
+rss_warm=$(rss_kib "$pid")
+read -r api api_p99 <<< "$(load "http://127.0.0.1:$port/v1/components/$digest/call" -s "$script")"
+printf 'add-one call:     %10s req/s  p99 %s\n' "$api" "$api_p99"
+while [ "$(calls)" -lt 100000 ]; do
+  wrk -t1 -c"$connections" -d5s -s "$script" "http://127.0.0.1:$port/v1/components/$digest/call" > /dev/null
+done
+rss_after=$(rss_kib "$pid")
+echo "== resident memory of burncache serve"
+echo "after $warm_calls calls: $rss_warm KiB; after $(calls) calls: $rss_after KiB"
+python3 -c "print(f'growth: {($rss_after - $rss_warm) / $rss_warm * 100:.1f}%')"
+rm -f "$script"
