@@ -1,7 +1,7 @@
 //! P6, the register hit path: re-registering bytes this node already holds, for
 //! components of 1 MiB and 10 MiB (a real component padded with a custom section),
-//! against hashing the same bytes alone. Hashing throughput is the hash-only figure;
-//! the look-up cost is the difference.
+//! against hashing the same bytes alone, and the look-up of a known digest on its own
+//! (what a re-registration adds beyond hashing).
 //!
 //! Run: `cargo bench -p burncache --bench register`
 
@@ -54,6 +54,19 @@ fn register(c: &mut Criterion) {
                 .iter(|| async { black_box(cache.register(black_box(&bytes)).await.expect("hit")) })
         });
     }
+    // The look-up on its own: what a re-registration adds beyond hashing.
+    let digest = Digest::of(&padded(&component, 1 << 20));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("lookup_known_digest", |b| {
+        b.to_async(&runtime).iter(|| async {
+            black_box(
+                cache
+                    .register_by_hash(black_box(&digest))
+                    .await
+                    .expect("hit"),
+            )
+        })
+    });
     group.finish();
     assert_eq!(
         cache.stats().compiles,
