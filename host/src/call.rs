@@ -291,7 +291,7 @@ impl Sandbox {
         }
     }
 
-    async fn instantiate(&mut self, pre: &UdfPre<CallState>) -> Result<Udf, Error> {
+    pub(crate) async fn instantiate(&mut self, pre: &UdfPre<CallState>) -> Result<Udf, Error> {
         match pre.instantiate_async(&mut self.store).await {
             Ok(udf) => Ok(udf),
             Err(e) => Err(self.classify(e)),
@@ -307,14 +307,14 @@ fn check_output(payload: &WitPayload, ceiling: u64) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_input(input: &Payload) -> Result<(), Error> {
+pub(crate) fn check_input(input: &Payload) -> Result<(), Error> {
     match input {
         Payload::Json(text) => check_json(text),
         Payload::Bytes(_) => Ok(()),
     }
 }
 
-fn udf_pre(compiled: &Compiled) -> Result<&UdfPre<CallState>, Error> {
+pub(crate) fn udf_pre(compiled: &Compiled) -> Result<&UdfPre<CallState>, Error> {
     compiled.udf.as_ref().ok_or_else(|| {
         Error::InvalidInput(format!(
             "component {} does not export `burncache:host/function@0.1.0`, so it cannot \
@@ -326,7 +326,7 @@ fn udf_pre(compiled: &Compiled) -> Result<&UdfPre<CallState>, Error> {
 
 /// Runs `work` against a Store for `scope`, with the deadline also enforced around
 /// time spent in host calls (where epoch interruption cannot reach).
-async fn sandboxed<T, F>(scope: Scope, work: F) -> Outcome<T>
+pub(crate) async fn sandboxed<T, F>(scope: Scope, work: F) -> Outcome<T>
 where
     F: AsyncFnOnce(&mut Sandbox) -> Result<T, Error>,
 {
@@ -410,94 +410,6 @@ impl BurnCache {
         outcome
     }
 
-    /// Runs every input through one fresh instance of `digest`: one Store, one fuel
-    /// budget, one result per row.
-    ///
-    /// A row the guest rejects fails alone. When a row traps, the instance is gone;
-    /// the rows are then retried one at a time (a new instance after each trap, still
-    /// on the one budget), so the trap is pinned on its row and the others still run.
-    ///
-    /// # Errors
-    ///
-    /// The outer error is a failure of the whole batch: the component cannot run, an
-    /// input is malformed, or the budget (fuel, deadline) ran out.
-    pub async fn execute_batch(
-        &self,
-        digest: &Digest,
-        inputs: Vec<Payload>,
-        limits: &Limits,
-    ) -> Result<Vec<Result<Payload, Error>>, Error> {
-        self.execute_batch_metered(digest, inputs, limits)
-            .await
-            .result
-    }
-
-    /// [`BurnCache::execute_batch`], also reporting the fuel burned and the time taken.
-    pub async fn execute_batch_metered(
-        &self,
-        digest: &Digest,
-        inputs: Vec<Payload>,
-        limits: &Limits,
-    ) -> Outcome<Vec<Result<Payload, Error>>> {
-        let outcome = self
-            .execute_batch_in(digest, inputs, Scope::top(self, limits))
-            .await;
-        self.inner.counters.add_fuel(outcome.fuel_burned);
-        outcome
-    }
-
-    pub(crate) async fn execute_batch_in(
-        &self,
-        digest: &Digest,
-        inputs: Vec<Payload>,
-        scope: Scope,
-    ) -> Outcome<Vec<Result<Payload, Error>>> {
-        let compiled = match self.lookup(digest).await {
-            Ok(compiled) => compiled,
-            Err(e) => return self.failed_early(e),
-        };
-        if let Some((row, e)) = inputs
-            .iter()
-            .enumerate()
-            .find_map(|(i, p)| check_input(p).err().map(|e| (i, e)))
-        {
-            return self.failed_early(Error::InvalidInput(format!("row {row}: {e}")));
-        }
-        let inputs: Vec<WitPayload> = inputs.into_iter().map(WitPayload::from).collect();
-        let outcome = sandboxed(scope, async |sandbox: &mut Sandbox| {
-            let pre = udf_pre(&compiled)?;
-            let udf = sandbox.instantiate(pre).await?;
-            let returned = udf
-                .burncache_host_function()
-                .call_call_batch(&mut sandbox.store, &inputs)
-                .await;
-            match returned {
-                Ok(rows) if rows.len() == inputs.len() => {
-                    let mut budget = OutputBudget::new(sandbox.output_ceiling());
-                    Ok(rows
-                        .into_iter()
-                        .map(|row| match row {
-                            Ok(payload) => budget.take(payload),
-                            Err(message) => Err(Error::Guest(message)),
-                        })
-                        .collect())
-                }
-                Ok(rows) => Err(Error::Trap(format!(
-                    "call-batch returned {} results for {} inputs",
-                    rows.len(),
-                    inputs.len()
-                ))),
-                Err(e) => match sandbox.classify(e) {
-                    Error::Trap(_) | Error::MemoryLimit => row_by_row(sandbox, pre, &inputs).await,
-                    other => Err(other),
-                },
-            }
-        })
-        .await;
-        self.inner.counters.record_call(&outcome.result);
-        outcome
-    }
-
     /// Looks up a component for a call and checks the input.
     async fn prepare(&self, digest: &Digest, input: &Payload) -> Result<Arc<Compiled>, Error> {
         let compiled = self.lookup(digest).await?;
@@ -505,7 +417,7 @@ impl BurnCache {
         Ok(compiled)
     }
 
-    fn failed_early<T>(&self, e: Error) -> Outcome<T> {
+    pub(crate) fn failed_early<T>(&self, e: Error) -> Outcome<T> {
         let result = Err(e);
         self.inner.counters.record_call(&result);
         Outcome {
@@ -516,67 +428,10 @@ impl BurnCache {
     }
 }
 
-fn payload_len(p: &WitPayload) -> u64 {
+pub(crate) fn payload_len(p: &WitPayload) -> u64 {
     match p {
         WitPayload::Json(text) => text.len() as u64,
         WitPayload::Bytes(bytes) => bytes.len() as u64,
-    }
-}
-
-/// After a batch trapped: every row on its own, on what is left of the same budget,
-/// with a fresh Store after each row that traps.
-async fn row_by_row(
-    sandbox: &mut Sandbox,
-    pre: &UdfPre<CallState>,
-    inputs: &[WitPayload],
-) -> Result<Vec<Result<Payload, Error>>, Error> {
-    let mut budget = OutputBudget::new(sandbox.output_ceiling());
-    let mut out = Vec::with_capacity(inputs.len());
-    sandbox.renew()?;
-    let mut udf = sandbox.instantiate(pre).await?;
-    for (row, input) in inputs.iter().enumerate() {
-        let returned = udf
-            .burncache_host_function()
-            .call_call(&mut sandbox.store, input)
-            .await;
-        out.push(match returned {
-            Ok(Ok(payload)) => budget.take(payload),
-            Ok(Err(message)) => Err(Error::Guest(message)),
-            Err(e) => match sandbox.classify(e) {
-                // The budget is the batch's: once it is gone, the batch is.
-                e @ (Error::FuelExhausted | Error::Timeout) => return Err(e),
-                e => {
-                    if row + 1 < inputs.len() {
-                        sandbox.renew()?;
-                        udf = sandbox.instantiate(pre).await?;
-                    }
-                    Err(e)
-                }
-            },
-        });
-    }
-    Ok(out)
-}
-
-/// The output ceiling of a batch, shared by its rows in order: a row that would take
-/// the total past the ceiling fails with `output-too-large`, alone.
-struct OutputBudget {
-    ceiling: u64,
-    used: u64,
-}
-
-impl OutputBudget {
-    fn new(ceiling: u64) -> OutputBudget {
-        OutputBudget { ceiling, used: 0 }
-    }
-
-    fn take(&mut self, payload: WitPayload) -> Result<Payload, Error> {
-        let len = payload_len(&payload);
-        if self.used.saturating_add(len) > self.ceiling {
-            return Err(Error::OutputTooLarge(self.ceiling));
-        }
-        self.used += len;
-        Ok(Payload::from(payload))
     }
 }
 

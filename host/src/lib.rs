@@ -23,6 +23,7 @@
 //! ```
 
 mod artifacts;
+mod batch;
 mod bindings;
 mod cache;
 mod call;

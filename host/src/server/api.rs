@@ -46,7 +46,15 @@ pub(super) async fn route(
         Err(Refusal::Error(failed)) => (error_response(&failed.0), failed.1),
         Err(Refusal::Status(status, kind, message)) => {
             server.metrics.reject(kind);
-            (error_json(status, kind, &message), RequestLog::default())
+            let mut response = error_json(status, kind, &message);
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                // The rest of the body is not read: close rather than resync.
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            (response, RequestLog::default())
         }
         Err(Refusal::Overloaded) => (server.overloaded(), RequestLog::default()),
     }
@@ -104,6 +112,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Reads and drops a refused request's body (up to `limit` bytes), so that the
+/// client, still sending it, gets the refusal instead of a reset connection.
+async fn drain(request: Request<Incoming>, limit: usize) {
+    let mut body = Limited::new(request.into_body(), limit);
+    while let Some(Ok(_)) = body.frame().await {}
+}
+
 async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Refusal> {
     let too_large = || {
         Refusal::Status(
@@ -138,7 +153,10 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 }
 
 async fn deploy(server: &Arc<Server>, request: Request<Incoming>) -> Served {
-    authorize(server, &request)?;
+    if let Err(refusal) = authorize(server, &request) {
+        drain(request, server.config.max_component_bytes).await;
+        return Err(refusal);
+    }
     let bytes = read_body(request, server.config.max_component_bytes).await?;
     let digest = Digest::of(&bytes);
     let held = server.cache.holds(&digest);
@@ -178,7 +196,10 @@ async fn describe(server: &Arc<Server>, digest: Digest) -> Served {
 }
 
 async fn forget(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
-    authorize(server, &request)?;
+    if let Err(refusal) = authorize(server, &request) {
+        drain(request, server.config.max_input_bytes).await;
+        return Err(refusal);
+    }
     if !server.cache.forget(&digest) {
         return Err(Error::NotFound(digest).into());
     }
