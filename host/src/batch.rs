@@ -38,17 +38,19 @@ impl BurnCache {
         limits: &Limits,
     ) -> Outcome<Vec<Result<Payload, Error>>> {
         let outcome = self
-            .execute_batch_in(digest, inputs, Scope::top(self, limits))
+            .execute_batch_in(digest, inputs, || Scope::top(self, limits))
             .await;
         self.inner.counters.add_fuel(outcome.fuel_burned);
         outcome
     }
 
+    /// Runs a batch within the scope `scope` makes, once the component is ready (as
+    /// [`BurnCache::execute_in`] does).
     pub(crate) async fn execute_batch_in(
         &self,
         digest: &Digest,
         inputs: Vec<Payload>,
-        scope: Scope,
+        scope: impl FnOnce() -> Scope,
     ) -> Outcome<Vec<Result<Payload, Error>>> {
         let compiled = match self.lookup(digest).await {
             Ok(compiled) => compiled,
@@ -62,7 +64,7 @@ impl BurnCache {
             return self.failed_early(Error::InvalidInput(format!("row {row}: {e}")));
         }
         let inputs: Vec<WitPayload> = inputs.into_iter().map(WitPayload::from).collect();
-        let outcome = sandboxed(scope, async |sandbox: &mut Sandbox| {
+        let outcome = sandboxed(scope(), async |sandbox: &mut Sandbox| {
             let pre = udf_pre(&compiled)?;
             let udf = sandbox.instantiate(pre).await?;
             let returned = udf

@@ -372,23 +372,26 @@ impl BurnCache {
         limits: &Limits,
     ) -> Outcome<Payload> {
         let outcome = self
-            .execute_in(digest, input, Scope::top(self, limits))
+            .execute_in(digest, input, || Scope::top(self, limits))
             .await;
         self.inner.counters.add_fuel(outcome.fuel_burned);
         outcome
     }
 
-    /// Runs `execute` within `scope` (a top-level call, or a nested one).
+    /// Runs `execute` within the scope `scope` makes (a top-level call, or a nested
+    /// one). The scope is made once the component is ready, so that a top-level
+    /// call's deadline does not start while its component is fetched and compiled.
     pub(crate) async fn execute_in(
         &self,
         digest: &Digest,
         input: Payload,
-        scope: Scope,
+        scope: impl FnOnce() -> Scope,
     ) -> Outcome<Payload> {
         let compiled = match self.prepare(digest, &input).await {
             Ok(compiled) => compiled,
             Err(e) => return self.failed_early(e),
         };
+        let scope = scope();
         let input = WitPayload::from(input);
         let outcome = sandboxed(scope, async |sandbox: &mut Sandbox| {
             let pre = udf_pre(&compiled)?;

@@ -82,7 +82,9 @@ async fn execute(
         Err(e) => return answer(Err(e)),
     };
     let cache = child.cache.clone();
-    let outcome = cache.execute_in(&digest, Payload::from(input), child).await;
+    let outcome = cache
+        .execute_in(&digest, Payload::from(input), || child)
+        .await;
     charge(&mut store, fuel_left, outcome.fuel_burned)?;
     answer(outcome.result.map(WitPayload::from))
 }
@@ -100,7 +102,7 @@ async fn execute_batch(
     };
     let cache = child.cache.clone();
     let inputs = inputs.into_iter().map(Payload::from).collect();
-    let outcome = cache.execute_batch_in(&digest, inputs, child).await;
+    let outcome = cache.execute_batch_in(&digest, inputs, || child).await;
     charge(&mut store, fuel_left, outcome.fuel_burned)?;
     answer(outcome.result.map(|rows| {
         rows.into_iter()

@@ -293,3 +293,22 @@ fn artifact_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test]
+async fn fetching_and_compiling_do_not_count_against_the_deadline() {
+    let store = Store::from_url("memory://deadline-starts-late").expect("memory");
+    let bytes = read(guests::ADVERSARY);
+    let digest = Digest::of(&bytes);
+    store.publish(&digest, &bytes).await.expect("publish");
+    // Compiling this component takes longer than the whole deadline; a few
+    // milliseconds of guest work fit in it once the deadline starts where it should:
+    // when the component is ready to run.
+    let limits = burncache::Limits {
+        timeout: Some(std::time::Duration::from_millis(80)),
+        ..burncache::Limits::default()
+    };
+    let node = node(store);
+    let work = json(json!({"op": "spin", "n": 1_000_000}));
+    let outcome = node.execute_metered(&digest, work, &limits).await;
+    assert_eq!(value(&outcome.result.expect("ran"))["spun"], 1_000_000);
+}
