@@ -99,8 +99,18 @@ wrk.method = "POST"
 wrk.body = '{"n": 41}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-# ~1,000 calls to warm up, then resident memory.
-wrk -t1 -c4 -d1s -s "$script" "http://127.0.0.1:$port/v1/components/$digest/call" > /dev/null
+# 1,000 calls (the Lua script stops wrk there), then resident memory.
+warmup=$(mktemp --suffix .lua)
+cat "$script" > "$warmup"
+cat >> "$warmup" << 'LUA'
+local done = 0
+function response()
+  done = done + 1
+  if done >= 1000 then wrk.thread:stop() end
+end
+LUA
+wrk -t1 -c1 -d60s -s "$warmup" "http://127.0.0.1:$port/v1/components/$digest/call" > /dev/null
+rm -f "$warmup"
 calls() { curl -s "http://127.0.0.1:$port/metrics" | awk '/^burncache_requests_total\{outcome="ok"\}/ {print $2}'; }
 warm_calls=$(calls)
 rss_warm=$(rss_kib "$pid")
@@ -113,4 +123,5 @@ rss_after=$(rss_kib "$pid")
 echo "== resident memory of burncache serve"
 echo "after $warm_calls calls: $rss_warm KiB; after $(calls) calls: $rss_after KiB"
 python3 -c "print(f'growth: {($rss_after - $rss_warm) / $rss_warm * 100:.1f}%')"
+
 rm -f "$script"
