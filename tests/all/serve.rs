@@ -556,6 +556,17 @@ async fn bad_input_gets_the_documented_status_and_kind() {
         let out: Value = response.json().await.expect("json");
         assert_eq!(out["error"]["kind"], kind, "{path}: {out}");
     }
+    let form = served
+        .client
+        .post(served.url(&format!("/v1/components/{digest}/call")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("n=1")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(form.status(), 415);
+    let out: Value = form.json().await.expect("json");
+    assert_eq!(out["error"]["kind"], "unsupported-media-type");
     let response = served
         .client
         .put(served.url("/v1/components"))

@@ -234,17 +234,35 @@ fn limits(server: &Server, request: &Request<Incoming>) -> Result<Limits, Refusa
     })
 }
 
-fn is_json(request: &Request<Incoming>) -> bool {
-    request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v.starts_with("application/json"))
+/// Whether a call's body is JSON (no content type, or `application/json`) or bytes
+/// (`application/octet-stream`). Anything else is refused rather than guessed at: a
+/// form-encoded body (what `curl --data` sends) is most likely a mistake.
+fn is_json(request: &Request<Incoming>) -> Result<bool, Refusal> {
+    let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
+        return Ok(true);
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(true),
+        "application/octet-stream" => Ok(false),
+        other => Err(Refusal::Status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            format!("a call body is application/json or application/octet-stream, not {other:?}"),
+        )),
+    }
 }
 
 async fn call(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
     let limits = limits(server, &request)?;
-    let json_in = is_json(&request);
+    let json_in = is_json(&request)?;
     let body = read_body(request, server.config.max_input_bytes).await?;
     let input = if json_in {
         let text = String::from_utf8(body.to_vec())
