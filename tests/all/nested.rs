@@ -149,47 +149,34 @@ async fn a_nested_call_gets_at_most_the_callers_deadline() {
     );
 }
 
+/// What a guest hears back when it tries to register bytes on a cache made with
+/// `config`.
+async fn guest_register_answer(config: Config) -> String {
+    let cache = cache_with(config);
+    let me = register(&cache, guests::ADVERSARY).await;
+    let out = cache
+        .execute(
+            &me,
+            json(json!({"op": "register", "bytes": "not a component"})),
+            &no_limits(),
+        )
+        .await
+        .expect("report");
+    value(&out)["register"].as_str().expect("text").to_string()
+}
+
 #[tokio::test]
 async fn guests_may_not_register_unless_allowed() {
-    let denied = cache();
-    let me = register(&denied, guests::ADVERSARY).await;
-    let out = denied
-        .execute(
-            &me,
-            json(json!({"op": "register", "bytes": "not a component"})),
-            &no_limits(),
-        )
-        .await
-        .expect("report");
-    assert!(
-        value(&out)["register"]
-            .as_str()
-            .expect("text")
-            .contains("PermissionDenied"),
-        "{out:?}"
-    );
+    let denied = guest_register_answer(Config::default()).await;
+    assert!(denied.contains("PermissionDenied"), "{denied}");
 
-    let allowed = cache_with(Config {
+    let allowed = guest_register_answer(Config {
         allow_guest_register: true,
         ..Config::default()
-    });
-    let me = register(&allowed, guests::ADVERSARY).await;
-    let out = allowed
-        .execute(
-            &me,
-            json(json!({"op": "register", "bytes": "not a component"})),
-            &no_limits(),
-        )
-        .await
-        .expect("report");
+    })
+    .await;
     // Allowed through, then refused for what the bytes are.
-    assert!(
-        value(&out)["register"]
-            .as_str()
-            .expect("text")
-            .contains("InvalidInput"),
-        "{out:?}"
-    );
+    assert!(allowed.contains("InvalidInput"), "{allowed}");
 }
 
 #[tokio::test]
