@@ -1,10 +1,9 @@
 //! Batches: many inputs through one instance, one Store and one budget, with a
 //! result per row.
 
-use crate::bindings::{UdfPre, WitPayload};
-use crate::call::{
-    CallState, Outcome, Sandbox, Scope, check_input, payload_len, sandboxed, udf_pre,
-};
+use crate::bindings::WitPayload;
+use crate::cache::Compiled;
+use crate::call::{Outcome, Sandbox, Scope, check_input, payload_len, sandboxed};
 use crate::{BurnCache, Digest, Error, Limits, Payload};
 
 impl BurnCache {
@@ -65,20 +64,15 @@ impl BurnCache {
         }
         let inputs: Vec<WitPayload> = inputs.into_iter().map(WitPayload::from).collect();
         let outcome = sandboxed(scope(), async |sandbox: &mut Sandbox| {
-            let pre = udf_pre(&compiled)?;
-            let udf = sandbox.instantiate(pre).await?;
-            let returned = udf
-                .burncache_host_function()
-                .call_call_batch(&mut sandbox.store, &inputs)
-                .await;
-            match returned {
+            let instance = sandbox.instantiate(&compiled).await?;
+            match instance.call_batch(sandbox, &inputs).await {
                 Ok(rows) if rows.len() == inputs.len() => {
                     let mut budget = OutputBudget::new(sandbox.output_ceiling());
                     Ok(rows
                         .into_iter()
                         .map(|row| match row {
                             Ok(payload) => budget.take(payload),
-                            Err(message) => Err(Error::Guest(message)),
+                            Err(e) => Err(e),
                         })
                         .collect())
                 }
@@ -88,7 +82,9 @@ impl BurnCache {
                     inputs.len()
                 ))),
                 Err(e) => match sandbox.classify(e) {
-                    Error::Trap(_) | Error::MemoryLimit => row_by_row(sandbox, pre, &inputs).await,
+                    Error::Trap(_) | Error::MemoryLimit => {
+                        row_by_row(sandbox, &compiled, &inputs).await
+                    }
                     other => Err(other),
                 },
             }
@@ -103,28 +99,25 @@ impl BurnCache {
 /// with a fresh Store after each row that traps.
 async fn row_by_row(
     sandbox: &mut Sandbox,
-    pre: &UdfPre<CallState>,
+    compiled: &Compiled,
     inputs: &[WitPayload],
 ) -> Result<Vec<Result<Payload, Error>>, Error> {
     let mut budget = OutputBudget::new(sandbox.output_ceiling());
     let mut out = Vec::with_capacity(inputs.len());
     sandbox.renew()?;
-    let mut udf = sandbox.instantiate(pre).await?;
+    let mut instance = sandbox.instantiate(compiled).await?;
     for (row, input) in inputs.iter().enumerate() {
-        let returned = udf
-            .burncache_host_function()
-            .call_call(&mut sandbox.store, input)
-            .await;
+        let returned = instance.call(sandbox, input).await;
         out.push(match returned {
             Ok(Ok(payload)) => budget.take(payload),
-            Ok(Err(message)) => Err(Error::Guest(message)),
+            Ok(Err(e)) => Err(e),
             Err(e) => match sandbox.classify(e) {
                 // The budget is the batch's: once it is gone, the batch is.
                 e @ (Error::FuelExhausted | Error::Timeout) => return Err(e),
                 e => {
                     if row + 1 < inputs.len() {
                         sandbox.renew()?;
-                        udf = sandbox.instantiate(pre).await?;
+                        instance = sandbox.instantiate(compiled).await?;
                     }
                     Err(e)
                 }

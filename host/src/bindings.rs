@@ -15,3 +15,17 @@ wasmtime::component::bindgen!({
 pub(crate) use self::burncache::host::types::{
     Error as WitError, Limits as WitLimits, Payload as WitPayload,
 };
+
+/// The JavaScript runtime's world, sharing the types above.
+pub(crate) mod js {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "burncache:host/js-runtime",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "burncache:host/types": super::burncache::host::types,
+            "burncache:host/burn-cache": super::burncache::host::burn_cache,
+        },
+    });
+}

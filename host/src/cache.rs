@@ -12,8 +12,10 @@ use wasmtime::component::{Component, Linker};
 
 use crate::artifacts::Artifacts;
 use crate::bindings::UdfPre;
+use crate::bindings::js::JsRuntimePre;
 use crate::call::CallState;
 use crate::engine::{self, Config};
+use crate::script::{Script, SourceKind};
 use crate::stats::{Counters, Stats};
 use crate::store::{Published, Store};
 use crate::{Digest, Error};
@@ -43,6 +45,8 @@ pub(crate) struct Inner {
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
     /// Publishes started by `register`, for [`BurnCache::settle`].
     publishing: Mutex<Vec<JoinHandle<()>>>,
+    /// The JavaScript runtime, compiled (or loaded) once, on the first script.
+    pub(crate) js_runtime: OnceCell<Result<JsRuntimePre<CallState>, Error>>,
     pub(crate) counters: Counters,
 }
 
@@ -58,7 +62,7 @@ struct Slot {
 }
 
 /// How a component came to be ready.
-enum Readied {
+pub(crate) enum Readied {
     Compiled,
     Loaded,
 }
@@ -70,6 +74,9 @@ pub(crate) struct Compiled {
     pub(crate) udf: Option<UdfPre<CallState>>,
     /// Present when the component exports `wasi:http/incoming-handler`.
     pub(crate) proxy: Option<ProxyPre<CallState>>,
+    /// Present when the bytes are a JavaScript script (checked, and ready to run on
+    /// the JavaScript runtime).
+    pub(crate) script: Option<Script>,
 }
 
 impl BurnCache {
@@ -105,6 +112,7 @@ impl BurnCache {
                 slots: Mutex::default(),
                 fetches: Mutex::default(),
                 publishing: Mutex::default(),
+                js_runtime: OnceCell::new(),
                 counters: Counters::default(),
             }),
         })
@@ -361,8 +369,11 @@ impl BurnCache {
         Counters::bump(&counters.misses);
         slot.compiled
             .get_or_init(|| async {
-                let inner = self.inner.clone();
                 let source = slot.source.clone();
+                if SourceKind::of(&source) == SourceKind::Script {
+                    return self.check_script(digest, &source).await.map(Arc::new);
+                }
+                let inner = self.inner.clone();
                 let started = Instant::now();
                 let outcome = tokio::task::spawn_blocking(move || ready(&inner, digest, &source))
                     .await
@@ -403,30 +414,44 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// earlier or compiles it (saving the result), and links it against the host.
 fn ready(inner: &Inner, digest: Digest, bytes: &[u8]) -> Result<(Compiled, Readied), Error> {
     check_is_component(bytes)?;
-    let saved = inner
-        .artifacts
-        .as_ref()
-        .and_then(|a| a.load(&inner.engine, &digest));
-    let (component, readied) = match saved {
-        Some(component) => (component, Readied::Loaded),
-        None => {
-            let component = Component::new(&inner.engine, bytes)
-                .map_err(|e| Error::CompileFailed(format!("{e:#}")))?;
-            if let Some(artifacts) = &inner.artifacts
-                && let Err(e) = artifacts.save(&digest, &component)
-            {
-                tracing::warn!(%digest, "{e}");
-            }
-            (component, Readied::Compiled)
-        }
-    };
+    let (component, readied) = compile_or_load(inner, &digest, bytes)?;
     let pre = inner
         .linker
         .instantiate_pre(&component)
         .map_err(|e| Error::CompileFailed(format!("cannot link: {e:#}")))?;
     let udf = UdfPre::new(pre.clone()).ok();
     let proxy = ProxyPre::new(pre).ok();
-    Ok((Compiled { digest, udf, proxy }, readied))
+    let compiled = Compiled {
+        digest,
+        udf,
+        proxy,
+        script: None,
+    };
+    Ok((compiled, readied))
+}
+
+/// The component compiled from `bytes`: loaded from the artifact directory when this
+/// host saved it earlier, else compiled (and saved).
+pub(crate) fn compile_or_load(
+    inner: &Inner,
+    digest: &Digest,
+    bytes: &[u8],
+) -> Result<(Component, Readied), Error> {
+    let saved = inner
+        .artifacts
+        .as_ref()
+        .and_then(|a| a.load(&inner.engine, digest));
+    if let Some(component) = saved {
+        return Ok((component, Readied::Loaded));
+    }
+    let component =
+        Component::new(&inner.engine, bytes).map_err(|e| Error::CompileFailed(format!("{e:#}")))?;
+    if let Some(artifacts) = &inner.artifacts
+        && let Err(e) = artifacts.save(digest, &component)
+    {
+        tracing::warn!(%digest, "{e}");
+    }
+    Ok((component, Readied::Compiled))
 }
 
 /// Tells a component from a core module or from bytes that are not WebAssembly.
@@ -443,7 +468,7 @@ pub(crate) fn check_is_component(bytes: &[u8]) -> Result<(), Error> {
     }
     let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
     Err(Error::InvalidInput(format!(
-        "not a WebAssembly component: {} bytes starting {}",
+        "neither a WebAssembly component nor a UTF-8 JavaScript script: {} bytes starting {}",
         bytes.len(),
         if head.is_empty() {
             "with nothing".to_string()

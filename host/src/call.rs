@@ -17,6 +17,7 @@ use crate::http::SealedHttp;
 use crate::limits::{Ceilings, Limits};
 use crate::output::Capture;
 use crate::payload::check_json;
+use crate::script::ScriptInstance;
 use crate::{Digest, Error, Payload};
 
 /// How much of a guest's stderr is kept to explain a trap.
@@ -291,10 +292,68 @@ impl Sandbox {
         }
     }
 
-    pub(crate) async fn instantiate(&mut self, pre: &UdfPre<CallState>) -> Result<Udf, Error> {
+    /// Whether the memory ceiling refused a growth during this call.
+    pub(crate) fn memory_refused(&self) -> bool {
+        self.store.data().memory.refused
+    }
+
+    /// A fresh instance of what `compiled` runs: the function component itself, or
+    /// the JavaScript runtime with the script.
+    pub(crate) async fn instantiate(&mut self, compiled: &Compiled) -> Result<Instance, Error> {
+        if let Some(script) = &compiled.script {
+            return ScriptInstance::instantiate(self, script)
+                .await
+                .map(Instance::Script);
+        }
+        let pre = udf_pre(compiled)?;
         match pre.instantiate_async(&mut self.store).await {
-            Ok(udf) => Ok(udf),
+            Ok(udf) => Ok(Instance::Udf(udf)),
             Err(e) => Err(self.classify(e)),
+        }
+    }
+}
+
+/// An instance a call runs in.
+pub(crate) enum Instance {
+    /// A function component's.
+    Udf(Udf),
+    /// The JavaScript runtime's, running a script.
+    Script(ScriptInstance),
+}
+
+impl Instance {
+    /// Calls the function on one input. The outer error is a trap; the inner one is
+    /// the function's own.
+    pub(crate) async fn call(
+        &self,
+        sandbox: &mut Sandbox,
+        input: &WitPayload,
+    ) -> wasmtime::Result<Result<WitPayload, Error>> {
+        match self {
+            Instance::Udf(udf) => Ok(udf
+                .burncache_host_function()
+                .call_call(&mut sandbox.store, input)
+                .await?
+                .map_err(Error::Guest)),
+            Instance::Script(script) => script.call(sandbox, input).await,
+        }
+    }
+
+    /// Calls the function on every input, in order.
+    pub(crate) async fn call_batch(
+        &self,
+        sandbox: &mut Sandbox,
+        inputs: &[WitPayload],
+    ) -> wasmtime::Result<Vec<Result<WitPayload, Error>>> {
+        match self {
+            Instance::Udf(udf) => Ok(udf
+                .burncache_host_function()
+                .call_call_batch(&mut sandbox.store, inputs)
+                .await?
+                .into_iter()
+                .map(|row| row.map_err(Error::Guest))
+                .collect()),
+            Instance::Script(script) => script.call_batch(sandbox, inputs).await,
         }
     }
 }
@@ -394,15 +453,10 @@ impl BurnCache {
         let scope = scope();
         let input = WitPayload::from(input);
         let outcome = sandboxed(scope, async |sandbox: &mut Sandbox| {
-            let pre = udf_pre(&compiled)?;
-            let udf = sandbox.instantiate(pre).await?;
-            let returned = udf
-                .burncache_host_function()
-                .call_call(&mut sandbox.store, &input)
-                .await;
-            let output = match returned {
+            let instance = sandbox.instantiate(&compiled).await?;
+            let output = match instance.call(sandbox, &input).await {
                 Ok(Ok(output)) => output,
-                Ok(Err(message)) => return Err(Error::Guest(message)),
+                Ok(Err(e)) => return Err(e),
                 Err(e) => return Err(sandbox.classify(e)),
             };
             check_output(&output, sandbox.output_ceiling())?;

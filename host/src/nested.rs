@@ -190,3 +190,27 @@ impl From<Error> for WitError {
         }
     }
 }
+
+impl From<WitError> for Error {
+    fn from(e: WitError) -> Error {
+        match e {
+            WitError::NotFound(d) => match Digest::parse(&d) {
+                Ok(digest) => Error::NotFound(digest),
+                Err(_) => Error::InvalidDigest(d),
+            },
+            WitError::InvalidDigest(s) => Error::InvalidDigest(s),
+            WitError::CompileFailed(s) => Error::CompileFailed(s),
+            WitError::FuelExhausted => Error::FuelExhausted,
+            WitError::MemoryLimit => Error::MemoryLimit,
+            WitError::Timeout => Error::Timeout,
+            WitError::OutputTooLarge(n) => Error::OutputTooLarge(n),
+            WitError::Trap(s) => Error::Trap(s),
+            WitError::Guest(s) => Error::Guest(s),
+            WitError::InvalidInput(s) => Error::InvalidInput(s),
+            WitError::PermissionDenied(s) => Error::PermissionDenied(s),
+            WitError::DepthExceeded(n) => Error::DepthExceeded(n),
+            WitError::Backend(s) => Error::Backend(s),
+            WitError::Integrity(s) => Error::Integrity(s),
+        }
+    }
+}

@@ -17,8 +17,17 @@ pub struct Stats {
     pub misses: u64,
     /// Compiles started.
     pub compiles: u64,
-    /// Compiles that failed (the failure is remembered until `forget`).
+    /// Compiles and script checks that failed (the failure is remembered until
+    /// `forget`).
     pub compile_failures: u64,
+    /// Scripts checked (parsed and their function found) on the JavaScript runtime:
+    /// once per new script, however many callers race.
+    pub script_checks: u64,
+    /// Times the JavaScript runtime was compiled: at most once per node, however many
+    /// scripts run on it (none when it was loaded from the artifact directory).
+    pub runtime_compiles: u64,
+    /// Times the compiled JavaScript runtime was loaded from the artifact directory.
+    pub runtime_loads: u64,
     /// Components loaded from the artifact directory instead of compiled.
     pub artifact_loads: u64,
     /// Components fetched (and verified) from the store.
@@ -59,6 +68,9 @@ pub(crate) struct Counters {
     pub(crate) misses: AtomicU64,
     pub(crate) compiles: AtomicU64,
     pub(crate) compile_failures: AtomicU64,
+    pub(crate) script_checks: AtomicU64,
+    pub(crate) runtime_compiles: AtomicU64,
+    pub(crate) runtime_loads: AtomicU64,
     pub(crate) compile_nanos: AtomicU64,
     pub(crate) artifact_loads: AtomicU64,
     pub(crate) fetches: AtomicU64,
@@ -104,6 +116,9 @@ impl Counters {
             misses: self.misses.load(Relaxed),
             compiles: self.compiles.load(Relaxed),
             compile_failures: self.compile_failures.load(Relaxed),
+            script_checks: self.script_checks.load(Relaxed),
+            runtime_compiles: self.runtime_compiles.load(Relaxed),
+            runtime_loads: self.runtime_loads.load(Relaxed),
             artifact_loads: self.artifact_loads.load(Relaxed),
             fetches: self.fetches.load(Relaxed),
             publishes: self.publishes.load(Relaxed),

@@ -1,5 +1,6 @@
 //! Where component bytes live beyond one node: an object store chosen by URL, with
-//! content-addressed, immutable objects at `<prefix>/sha256/<hex>.wasm`.
+//! content-addressed, immutable objects at `<prefix>/sha256/<hex>.wasm` (components)
+//! and `<prefix>/sha256/<hex>.js` (scripts).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,11 +14,11 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig,
+    BackoffConfig, ClientConfigKey, GetResult, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig,
 };
 
-use crate::{Digest, Error};
+use crate::{Digest, Error, SourceKind};
 
 /// How long one request to a remote store may take, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -187,9 +188,14 @@ impl Store {
         &self.url
     }
 
-    /// The key of a component's bytes: `<prefix>/sha256/<hex>.wasm`.
-    pub fn key(&self, digest: &Digest) -> String {
-        self.path(&format!("sha256/{digest}.wasm")).to_string()
+    /// The key of a component's bytes, `<prefix>/sha256/<hex>.wasm`, or of a script's,
+    /// `<prefix>/sha256/<hex>.js`.
+    pub fn key(&self, digest: &Digest, kind: SourceKind) -> String {
+        self.object(digest, kind).to_string()
+    }
+
+    fn object(&self, digest: &Digest, kind: SourceKind) -> ObjectPath {
+        self.path(&format!("sha256/{digest}.{}", kind.extension()))
     }
 
     fn path(&self, tail: &str) -> ObjectPath {
@@ -216,15 +222,8 @@ impl Store {
             ..PutOptions::default()
         };
         let payload = PutPayload::from(bytes.to_vec());
-        match self
-            .objects
-            .put_opts(
-                &self.path(&format!("sha256/{digest}.wasm")),
-                payload,
-                options,
-            )
-            .await
-        {
+        let object = self.object(digest, SourceKind::of(bytes));
+        match self.objects.put_opts(&object, payload, options).await {
             Ok(_) => Ok(Published::Created),
             Err(
                 object_store::Error::AlreadyExists { .. }
@@ -243,16 +242,13 @@ impl Store {
     ///   object is left in place for the operator; the message names its key);
     /// - [`Error::Backend`] when the store cannot be reached.
     pub async fn fetch(&self, digest: &Digest) -> Result<Vec<u8>, Error> {
-        let path = self.path(&format!("sha256/{digest}.wasm"));
-        let got = match self.objects.get(&path).await {
-            Ok(got) => got,
-            // S3 answers 404 for a missing bucket too; that is a broken store, not a
-            // missing component.
-            Err(e @ object_store::Error::NotFound { .. }) if mentions(&e, "NoSuchBucket") => {
-                return Err(self.backend(format!("the bucket does not exist: {e}")));
-            }
-            Err(object_store::Error::NotFound { .. }) => return Err(Error::NotFound(*digest)),
-            Err(e) => return Err(self.backend(e)),
+        // Components are the common case; a script costs one more request.
+        let (path, got) = match self.get(digest, SourceKind::Component).await? {
+            Some(found) => found,
+            None => match self.get(digest, SourceKind::Script).await? {
+                Some(found) => found,
+                None => return Err(Error::NotFound(*digest)),
+            },
         };
         let bytes = got.bytes().await.map_err(|e| self.backend(e))?;
         let actual = Digest::of(&bytes);
@@ -266,7 +262,27 @@ impl Store {
         Ok(bytes.to_vec())
     }
 
-    /// Every component in the store, with its size in bytes, ordered by digest.
+    /// The object for `digest` of one kind, or `None` when there is none.
+    async fn get(
+        &self,
+        digest: &Digest,
+        kind: SourceKind,
+    ) -> Result<Option<(ObjectPath, GetResult)>, Error> {
+        let path = self.object(digest, kind);
+        match self.objects.get(&path).await {
+            Ok(got) => Ok(Some((path, got))),
+            // S3 answers 404 for a missing bucket too; that is a broken store, not a
+            // missing component.
+            Err(e @ object_store::Error::NotFound { .. }) if mentions(&e, "NoSuchBucket") => {
+                Err(self.backend(format!("the bucket does not exist: {e}")))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.backend(e)),
+        }
+    }
+
+    /// Every component and script in the store, with its size in bytes, ordered by
+    /// digest.
     /// Objects whose names are not a digest are skipped.
     ///
     /// # Errors
@@ -283,7 +299,10 @@ impl Store {
         let mut found: Vec<(Digest, u64)> = objects
             .iter()
             .filter_map(|meta| {
-                let name = meta.location.filename()?.strip_suffix(".wasm")?;
+                let file = meta.location.filename()?;
+                let name = file
+                    .strip_suffix(".wasm")
+                    .or_else(|| file.strip_suffix(".js"))?;
                 Some((Digest::parse(name).ok()?, meta.size))
             })
             .collect();

@@ -48,7 +48,9 @@ impl DeployCommand {
                 ),
             }
         };
-        let key = cache.store()?.key(&digest);
+        let key = cache
+            .store()?
+            .key(&digest, burncache::SourceKind::of(&bytes));
         match published {
             Published::Created => eprintln!("deployed {key} to {store}"),
             Published::AlreadyExisted => eprintln!("already deployed: {key} in {store}"),

@@ -199,7 +199,9 @@ async fn register(cache: &BurnCache, component: &str) -> anyhow::Result<Digest> 
         let bytes = read(path)?;
         return Ok(cache.register(&bytes).await?);
     }
-    let looks_like_a_path = component.contains(['/', '\\']) || component.ends_with(".wasm");
+    let looks_like_a_path = component.contains(['/', '\\'])
+        || component.ends_with(".wasm")
+        || component.ends_with(".js");
     if looks_like_a_path {
         anyhow::bail!("no such file: {component}");
     }

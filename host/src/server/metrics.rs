@@ -103,7 +103,7 @@ struct CacheCollector(BurnCache);
 impl Collector for CacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.0.stats();
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 11] = [
             (
                 "cache_hits",
                 "Look-ups that found a finished compile",
@@ -124,6 +124,21 @@ impl Collector for CacheCollector {
                 "artifact_loads",
                 "Components loaded from compiled artifacts",
                 stats.artifact_loads,
+            ),
+            (
+                "script_checks",
+                "Scripts checked on the JavaScript runtime",
+                stats.script_checks,
+            ),
+            (
+                "js_runtime_compiles",
+                "Compiles of the JavaScript runtime",
+                stats.runtime_compiles,
+            ),
+            (
+                "js_runtime_loads",
+                "Loads of the compiled JavaScript runtime from its artifact",
+                stats.runtime_loads,
             ),
             (
                 "fetches",

@@ -1,0 +1,131 @@
+//! Builds burncache's JavaScript runtime (`runtimes/js`, QuickJS) for `wasm32-wasip2`
+//! and embeds it, so every `burncache` binary runs scripts without anything else
+//! installed. The runtime's C half needs a clang that targets WebAssembly and the
+//! wasi-libc headers: `scripts/setup.sh` installs both (Debian's `clang-19` and
+//! `wasi-libc`).
+//!
+//! `BURNCACHE_JS_RUNTIME=path/to/runtime.wasm` embeds a runtime built elsewhere
+//! instead.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let embedded = out_dir.join("js-runtime.wasm");
+    println!("cargo:rerun-if-env-changed=BURNCACHE_JS_RUNTIME");
+    if let Some(prebuilt) = std::env::var_os("BURNCACHE_JS_RUNTIME") {
+        let prebuilt = PathBuf::from(prebuilt);
+        println!("cargo:rerun-if-changed={}", prebuilt.display());
+        std::fs::copy(&prebuilt, &embedded)
+            .unwrap_or_else(|e| panic!("BURNCACHE_JS_RUNTIME={}: {e}", prebuilt.display()));
+        return;
+    }
+
+    let manifest_dir =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ is inside the workspace")
+        .to_path_buf();
+    for watched in [
+        "runtimes/js/src",
+        "runtimes/js/Cargo.toml",
+        "wit",
+        "Cargo.lock",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    let target_dir = root.join("target").join("js-runtime");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(&root)
+        .args([
+            "build",
+            "--locked",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+        ])
+        .args(["-p", "burncache-js-runtime", "--target-dir"])
+        .arg(&target_dir)
+        // No debug info: it would triple the component, and the engine's own frames
+        // mean nothing to a script's author (scripts get JavaScript stack traces).
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+        // QuickJS's C is compiled with the system's clang, not a downloaded SDK.
+        .env("RQUICKJS_SYS_NO_WASI_SDK", "1");
+    if std::env::var_os("CC_wasm32_wasip2").is_none() {
+        let clang = find_clang().unwrap_or_else(|| {
+            panic!(
+                "building the JavaScript runtime needs clang with the WebAssembly target \
+                 (run scripts/setup.sh, or set CC_wasm32_wasip2)"
+            )
+        });
+        build.env("CC_wasm32_wasip2", &clang);
+        if let Some(ar) = sibling_ar(&clang) {
+            build.env("AR_wasm32_wasip2", ar);
+        }
+    }
+    if std::env::var_os("CFLAGS_wasm32_wasip2").is_none() {
+        let headers = Path::new("/usr/include/wasm32-wasi");
+        assert!(
+            headers.is_dir(),
+            "building the JavaScript runtime needs the wasi-libc headers in {} \
+             (run scripts/setup.sh, or set CFLAGS_wasm32_wasip2)",
+            headers.display()
+        );
+        build.env(
+            "CFLAGS_wasm32_wasip2",
+            format!("-isystem {}", headers.display()),
+        );
+    }
+    // The outer build's flags are for the host, not for wasm.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+    ] {
+        build.env_remove(var);
+    }
+    let status = build
+        .status()
+        .expect("run cargo to build the JavaScript runtime");
+    assert!(
+        status.success(),
+        "building the JavaScript runtime (runtimes/js) failed; is the wasm32-wasip2 target \
+         installed? (scripts/setup.sh)"
+    );
+    let built = target_dir
+        .join("wasm32-wasip2")
+        .join("release")
+        .join("burncache_js_runtime.wasm");
+    std::fs::copy(&built, &embedded)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), embedded.display()));
+}
+
+/// A clang that can target `wasm32-wasip2`: the newest versioned one first (Debian's
+/// default `clang` 14 predates the target).
+fn find_clang() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    for name in ["clang-21", "clang-20", "clang-19", "clang"] {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// `llvm-ar-19` beside `clang-19`, when there is one.
+fn sibling_ar(clang: &Path) -> Option<PathBuf> {
+    let name = clang.file_name()?.to_str()?;
+    let version = name.strip_prefix("clang")?;
+    let ar = clang.with_file_name(format!("llvm-ar{version}"));
+    ar.is_file().then_some(ar)
+}

@@ -1,0 +1,408 @@
+//! burncache's JavaScript runtime: QuickJS in a component that runs scripts given as
+//! source text.
+//!
+//! The host compiles this component once per node and runs every script on it. Each
+//! call gets a fresh instance, so a script's globals never leak into the next call;
+//! the host's ceilings (fuel, memory, deadline, output) bound the whole instance, the
+//! engine included.
+//!
+//! A script exports one function, either CommonJS style (`module.exports = (x) =>
+//! ...`) or as an ES module (`export default function (x) { ... }`). JSON input
+//! becomes a value and bytes a `Uint8Array`; the function's return value (awaited,
+//! if it is a promise) goes back as bytes when it is a `Uint8Array` or `ArrayBuffer`,
+//! and as JSON otherwise.
+
+use rquickjs::context::EvalOptions;
+use rquickjs::function::Opt;
+use rquickjs::{
+    ArrayBuffer, CatchResultExt, CaughtError, Context, Ctx, Exception, Function, Module, Object,
+    Runtime, TypedArray, Value,
+};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "burncache:host/js-runtime",
+});
+
+use burncache::host::burn_cache;
+use burncache::host::types::{Error, Limits, Payload};
+use exports::burncache::host::script_runtime::Guest;
+
+/// The file name scripts are given in positions and stack traces.
+const SCRIPT_NAME: &str = "script.js";
+
+/// How deep the interpreter's own stack may grow before a script's recursion is a
+/// `RangeError`. Below the instance's 1 MiB stack, so the error is QuickJS's own and
+/// carries the script's stack trace.
+const MAX_STACK_BYTES: usize = 512 * 1024;
+
+struct ScriptRuntime;
+
+impl Guest for ScriptRuntime {
+    fn check(source: String) -> Result<(), Error> {
+        with_context(|ctx| load(ctx, &source).map(|_| ()))
+    }
+
+    fn call(source: String, input: Payload) -> Result<Payload, Error> {
+        with_context(|ctx| {
+            let function = load(ctx, &source)?;
+            invoke(ctx, &function, input)
+        })
+    }
+
+    fn call_batch(source: String, inputs: Vec<Payload>) -> Vec<Result<Payload, Error>> {
+        with_context(|ctx| match load(ctx, &source) {
+            Ok(function) => inputs
+                .into_iter()
+                .map(|input| invoke(ctx, &function, input))
+                .collect(),
+            Err(e) => inputs.iter().map(|_| Err(e.clone())).collect(),
+        })
+    }
+}
+
+export!(ScriptRuntime);
+
+/// Runs `work` in a new QuickJS context with the `burncache` and `console` globals.
+fn with_context<R>(work: impl for<'js> FnOnce(&Ctx<'js>) -> R) -> R {
+    let runtime = Runtime::new().expect("QuickJS allocates its runtime");
+    runtime.set_max_stack_size(MAX_STACK_BYTES);
+    let context = Context::full(&runtime).expect("QuickJS allocates its context");
+    context.with(|ctx| {
+        install_globals(&ctx).expect("QuickJS defines the host globals");
+        work(&ctx)
+    })
+}
+
+fn install_globals<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
+    let globals = ctx.globals();
+    let burncache = Object::new(ctx.clone())?;
+    burncache.set("execute", Function::new(ctx.clone(), execute)?)?;
+    globals.set("burncache", burncache)?;
+    let console = Object::new(ctx.clone())?;
+    let log = Function::new(ctx.clone(), log)?;
+    for name in ["log", "info", "warn", "error", "debug"] {
+        console.set(name, log.clone())?;
+    }
+    globals.set("console", console)?;
+    Ok(())
+}
+
+/// `console.log` and friends: one line to stderr, which the host keeps the start of
+/// to explain a failed call.
+fn log<'js>(ctx: Ctx<'js>, args: rquickjs::function::Rest<Value<'js>>) {
+    let line: Vec<String> = args.0.iter().map(|v| display(&ctx, v)).collect();
+    eprintln!("{}", line.join(" "));
+}
+
+/// `burncache.execute(digest, value, limits?)`: calls the function component or
+/// script `digest` through the host, with the host's budget accounting. Throws an
+/// `Error` whose `kind` names the failure.
+fn execute<'js>(
+    ctx: Ctx<'js>,
+    digest: String,
+    value: Value<'js>,
+    limits: Opt<Object<'js>>,
+) -> rquickjs::Result<Value<'js>> {
+    let input = to_payload(&ctx, &value).map_err(|e| throw(&ctx, &e, "burncache.execute"))?;
+    let limits = match limits.0 {
+        Some(object) => Some(Limits {
+            fuel: object.get("fuel")?,
+            memory_bytes: object.get("memoryBytes")?,
+            timeout_ms: object.get("timeoutMs")?,
+            output_bytes: object.get("outputBytes")?,
+        }),
+        None => None,
+    };
+    match burn_cache::execute(&digest, &input, limits) {
+        Ok(output) => from_payload(&ctx, output),
+        Err(e) => Err(throw(&ctx, &e, &format!("burncache.execute({digest})"))),
+    }
+}
+
+/// Throws a JS `Error` for a host error, with the error's kind as `kind`.
+fn throw(ctx: &Ctx<'_>, e: &Error, what: &str) -> rquickjs::Error {
+    let (kind, detail) = describe(e);
+    let message = match detail {
+        Some(detail) => format!("{what}: {kind}: {detail}"),
+        None => format!("{what}: {kind}"),
+    };
+    match Exception::from_message(ctx.clone(), &message) {
+        Ok(exception) => {
+            let _ = exception.set("kind", kind);
+            ctx.throw(exception.into_value())
+        }
+        Err(e) => e,
+    }
+}
+
+fn describe(e: &Error) -> (&'static str, Option<String>) {
+    match e {
+        Error::NotFound(d) => ("not-found", Some(d.clone())),
+        Error::InvalidDigest(d) => ("invalid-digest", Some(d.clone())),
+        Error::CompileFailed(m) => ("compile-failed", Some(m.clone())),
+        Error::FuelExhausted => ("fuel-exhausted", None),
+        Error::MemoryLimit => ("memory-limit", None),
+        Error::Timeout => ("timeout", None),
+        Error::OutputTooLarge(n) => ("output-too-large", Some(format!("{n} bytes"))),
+        Error::Trap(m) => ("trap", Some(m.clone())),
+        Error::Guest(m) => ("guest", Some(m.clone())),
+        Error::InvalidInput(m) => ("invalid-input", Some(m.clone())),
+        Error::PermissionDenied(m) => ("permission-denied", Some(m.clone())),
+        Error::DepthExceeded(n) => ("depth-exceeded", Some(n.to_string())),
+        Error::Backend(m) => ("backend", Some(m.clone())),
+        Error::Integrity(m) => ("integrity", Some(m.clone())),
+    }
+}
+
+/// Evaluates the script and finds its function.
+///
+/// A script is tried as a classic script (where `module.exports` lives) and as an ES
+/// module (where `export default` lives); the text says which to try first. When
+/// neither parses, the syntax error reported is the one that got further into the
+/// text, which is the one from the form the author meant.
+fn load<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Function<'js>, Error> {
+    let module_first = looks_like_module(source);
+    let first = if module_first {
+        load_module(ctx, source)
+    } else {
+        load_script(ctx, source)
+    };
+    let first_error = match first {
+        Ok(function) => return Ok(function),
+        Err(Load::Failed(e)) => return Err(e),
+        Err(Load::Syntax(e)) => e,
+    };
+    let second = if module_first {
+        load_script(ctx, source)
+    } else {
+        load_module(ctx, source)
+    };
+    match second {
+        Ok(function) => Ok(function),
+        Err(Load::Failed(e)) => Err(e),
+        Err(Load::Syntax(second_error)) => {
+            let furthest = if second_error.position > first_error.position {
+                second_error
+            } else {
+                first_error
+            };
+            Err(Error::CompileFailed(furthest.message))
+        }
+    }
+}
+
+/// Whether an `import` or `export` statement seems to start a line.
+fn looks_like_module(source: &str) -> bool {
+    source.lines().any(|line| {
+        let line = line.trim_start();
+        line.starts_with("export ") || line.starts_with("export{") || line.starts_with("import ")
+    })
+}
+
+enum Load {
+    /// The text does not parse in this form.
+    Syntax(SyntaxError),
+    /// It parsed, but running it failed or it exports no function.
+    Failed(Error),
+}
+
+struct SyntaxError {
+    message: String,
+    /// (line, column), for choosing between the two forms' errors.
+    position: (u32, u32),
+}
+
+fn load_script<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Function<'js>, Load> {
+    let globals = ctx.globals();
+    let setup = (|| -> rquickjs::Result<Object<'js>> {
+        let module = Object::new(ctx.clone())?;
+        let exports = Object::new(ctx.clone())?;
+        module.set("exports", exports.clone())?;
+        globals.set("module", module.clone())?;
+        globals.set("exports", exports)?;
+        Ok(module)
+    })();
+    let module = setup.map_err(|e| Load::Failed(internal(e)))?;
+    let mut options = EvalOptions::default();
+    options.global = true;
+    options.filename = Some(SCRIPT_NAME.to_string());
+    ctx.eval_with_options::<(), _>(source, options)
+        .catch(ctx)
+        .map_err(|e| evaluation_error(ctx, e))?;
+    let exported: Value = module
+        .get("exports")
+        .map_err(|e| Load::Failed(internal(e)))?;
+    exported_function(exported, "module.exports").map_err(Load::Failed)
+}
+
+fn load_module<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Function<'js>, Load> {
+    let declared = Module::declare(ctx.clone(), SCRIPT_NAME, source)
+        .catch(ctx)
+        .map_err(|e| evaluation_error(ctx, e))?;
+    let (module, promise) = declared
+        .eval()
+        .catch(ctx)
+        .map_err(|e| evaluation_error(ctx, e))?;
+    promise
+        .finish::<()>()
+        .catch(ctx)
+        .map_err(|e| Load::Failed(exception(ctx, e, "evaluating the script")))?;
+    let exported: Value = module
+        .get("default")
+        .map_err(|e| Load::Failed(internal(e)))?;
+    exported_function(exported, "export default").map_err(Load::Failed)
+}
+
+fn exported_function<'js>(exported: Value<'js>, form: &str) -> Result<Function<'js>, Error> {
+    if let Some(function) = exported.as_function() {
+        return Ok(function.clone());
+    }
+    // `module.exports = { default: fn }`, as bundlers emit for a default export.
+    if let Some(object) = exported.as_object()
+        && let Ok(function) = object.get::<_, Function>("default")
+    {
+        return Ok(function);
+    }
+    Err(Error::CompileFailed(format!(
+        "the script must export one function (`module.exports = (input) => ...` or \
+         `export default function (input) {{ ... }}`), but {form} is {}",
+        exported.type_name()
+    )))
+}
+
+/// A failure while parsing or running a script's top level: a syntax error is a
+/// `Load::Syntax` (with its position); anything else failed the script for good.
+fn evaluation_error<'js>(ctx: &Ctx<'js>, e: CaughtError<'js>) -> Load {
+    if let CaughtError::Exception(exception) = &e
+        && exception.get::<_, String>("name").ok().as_deref() == Some("SyntaxError")
+    {
+        let message = exception.message().unwrap_or_default();
+        let stack = exception.stack().unwrap_or_default();
+        let position = position_in(&stack).unwrap_or((0, 0));
+        let message = if position == (0, 0) {
+            format!("SyntaxError: {message}")
+        } else {
+            format!(
+                "SyntaxError: {message} at line {}, column {}",
+                position.0, position.1
+            )
+        };
+        return Load::Syntax(SyntaxError { message, position });
+    }
+    Load::Failed(exception(ctx, e, "evaluating the script"))
+}
+
+/// The first `script.js:LINE:COLUMN` in a stack trace.
+fn position_in(stack: &str) -> Option<(u32, u32)> {
+    let at = stack.find(SCRIPT_NAME)? + SCRIPT_NAME.len();
+    let mut parts = stack[at..].strip_prefix(':')?.splitn(2, ':');
+    let line = parts.next()?.parse().ok()?;
+    let column: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((line, column.parse().ok()?))
+}
+
+/// Calls the script's function on one input.
+fn invoke<'js>(ctx: &Ctx<'js>, function: &Function<'js>, input: Payload) -> Result<Payload, Error> {
+    let input = from_payload(ctx, input).map_err(internal)?;
+    let returned: Value = function
+        .call((input,))
+        .catch(ctx)
+        .map_err(|e| exception(ctx, e, "the script threw"))?;
+    let returned = match returned.as_promise() {
+        Some(promise) => promise
+            .finish::<Value>()
+            .catch(ctx)
+            .map_err(|e| exception(ctx, e, "the script's promise was rejected"))?,
+        None => returned,
+    };
+    to_payload(ctx, &returned)
+}
+
+fn from_payload<'js>(ctx: &Ctx<'js>, payload: Payload) -> rquickjs::Result<Value<'js>> {
+    match payload {
+        Payload::Json(text) => ctx.json_parse(text),
+        Payload::Bytes(bytes) => Ok(TypedArray::<u8>::new(ctx.clone(), bytes)?.into_value()),
+    }
+}
+
+fn to_payload<'js>(ctx: &Ctx<'js>, value: &Value<'js>) -> Result<Payload, Error> {
+    // SAFETY (both): the bytes are copied out before any JavaScript runs again, so
+    // nothing can detach or resize the buffer while the slice is alive.
+    if let Some(bytes) = value.as_object().and_then(|o| o.as_typed_array::<u8>())
+        && let Some(raw) = unsafe { bytes.as_bytes() }
+    {
+        return Ok(Payload::Bytes(raw.to_vec()));
+    }
+    if let Some(buffer) = value
+        .as_object()
+        .and_then(|o| ArrayBuffer::from_object(o.clone()))
+        && let Some(raw) = unsafe { buffer.as_bytes() }
+    {
+        return Ok(Payload::Bytes(raw.to_vec()));
+    }
+    let text = ctx
+        .json_stringify(value.clone())
+        .catch(ctx)
+        .map_err(|e| exception(ctx, e, "the result is not JSON"))?;
+    Ok(Payload::Json(match text {
+        Some(text) => text.to_string().map_err(internal)?,
+        None => "null".to_string(),
+    }))
+}
+
+/// A thrown value as a `guest` error: an `Error`'s name, message and stack, or the
+/// thrown value itself.
+fn exception<'js>(ctx: &Ctx<'js>, e: CaughtError<'js>, what: &str) -> Error {
+    match e {
+        CaughtError::Exception(exception) => {
+            if let Ok(kind) = exception.get::<_, String>("kind")
+                && kind == "memory-limit"
+            {
+                return Error::MemoryLimit;
+            }
+            let name: String = exception
+                .get("name")
+                .unwrap_or_else(|_| "Error".to_string());
+            let message = exception.message().unwrap_or_default();
+            let stack = exception.stack().unwrap_or_default();
+            let stack = stack.trim_end();
+            if stack.is_empty() {
+                Error::Guest(format!("{what}: {name}: {message}"))
+            } else {
+                Error::Guest(format!("{what}: {name}: {message}\n{stack}"))
+            }
+        }
+        CaughtError::Value(value) => Error::Guest(format!("{what}: {}", display(ctx, &value))),
+        CaughtError::Error(e) => internal(e),
+    }
+}
+
+/// How a value reads in a log line or an error: strings as they are, other values as
+/// JSON where they have one.
+fn display<'js>(ctx: &Ctx<'js>, value: &Value<'js>) -> String {
+    if let Some(text) = value.as_string() {
+        return text.to_string().unwrap_or_default();
+    }
+    if let Some(exception) = value.as_exception() {
+        return format!(
+            "{}\n{}",
+            exception.message().unwrap_or_default(),
+            exception.stack().unwrap_or_default()
+        );
+    }
+    match ctx.json_stringify(value.clone()) {
+        Ok(Some(text)) => text.to_string().unwrap_or_default(),
+        _ => value.type_name().to_string(),
+    }
+}
+
+/// A failure of the engine itself (out of memory, most likely). The host reports a
+/// call whose memory growth it refused as `memory-limit`, whatever this says.
+fn internal(e: rquickjs::Error) -> Error {
+    Error::Trap(format!("the JavaScript engine failed: {e}"))
+}
