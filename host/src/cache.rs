@@ -432,26 +432,34 @@ fn ready(inner: &Inner, digest: Digest, bytes: &[u8]) -> Result<(Compiled, Readi
 
 /// The component compiled from `bytes`: loaded from the artifact directory when this
 /// host saved it earlier, else compiled (and saved).
-pub(crate) fn compile_or_load(
+fn compile_or_load(
     inner: &Inner,
     digest: &Digest,
     bytes: &[u8],
 ) -> Result<(Component, Readied), Error> {
-    let saved = inner
-        .artifacts
-        .as_ref()
-        .and_then(|a| a.load(&inner.engine, digest));
-    if let Some(component) = saved {
+    if let Some(component) = inner.load_artifact(digest) {
         return Ok((component, Readied::Loaded));
     }
     let component =
         Component::new(&inner.engine, bytes).map_err(|e| Error::CompileFailed(format!("{e:#}")))?;
-    if let Some(artifacts) = &inner.artifacts
-        && let Err(e) = artifacts.save(digest, &component)
-    {
-        tracing::warn!(%digest, "{e}");
-    }
+    inner.save_artifact(digest, &component);
     Ok((component, Readied::Compiled))
+}
+
+impl Inner {
+    /// The component compiled earlier under `key`, if the artifact directory has it.
+    pub(crate) fn load_artifact(&self, key: &Digest) -> Option<Component> {
+        self.artifacts.as_ref()?.load(&self.engine, key)
+    }
+
+    /// Saves a compiled component under `key`; a failure is logged, not fatal.
+    pub(crate) fn save_artifact(&self, key: &Digest, component: &Component) {
+        if let Some(artifacts) = &self.artifacts
+            && let Err(e) = artifacts.save(key, component)
+        {
+            tracing::warn!(%key, "{e}");
+        }
+    }
 }
 
 /// Tells a component from a core module or from bytes that are not WebAssembly.

@@ -12,9 +12,12 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
+use wasmtime::component::{Component, Instance, Lift, WasmList};
+use wasmtime_wizer::{ComponentInstanceState, Wizer};
+
 use crate::bindings::js::{JsRuntime, JsRuntimePre};
 use crate::bindings::{WitError, WitPayload};
-use crate::cache::{BurnCache, Compiled, Readied, compile_or_load};
+use crate::cache::{BurnCache, Compiled, Readied};
 use crate::call::{CallState, Sandbox, Scope, sandboxed};
 use crate::stats::Counters;
 use crate::{Digest, Error, Limits};
@@ -22,8 +25,14 @@ use crate::{Digest, Error, Limits};
 /// The JavaScript runtime component, as built by `host/build.rs`.
 pub(crate) static RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/js-runtime.wasm"));
 
-/// The runtime's digest: its key in the artifact directory.
-static RUNTIME_DIGEST: LazyLock<Digest> = LazyLock::new(|| Digest::of(RUNTIME));
+/// The key the compiled, pre-initialized runtime is saved under in the artifact
+/// directory: derived from the runtime's bytes, and distinct from their digest (a
+/// user registering those bytes as a component gets them compiled as they are).
+static RUNTIME_KEY: LazyLock<Digest> = LazyLock::new(|| {
+    let mut keyed = b"burncache js-runtime snapshot 1\n".to_vec();
+    keyed.extend_from_slice(RUNTIME);
+    Digest::of(&keyed)
+});
 
 /// What registered bytes are, told by their content (never by a file name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,27 +139,85 @@ fn from_runtime(sandbox: &Sandbox, e: WitError) -> Error {
     Error::from(e)
 }
 
+/// Runs CPU-heavy work (compiling, reading artifacts) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(Error::Backend(format!("a compile task failed: {e}"))))
+}
+
+fn runtime_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Backend(format!("cannot {what} the JavaScript runtime: {e:#}"))
+}
+
+/// What the snapshot reads the instrumented instance's state through: the accessor
+/// functions the instrumentation exported, each returning one global or memory.
+struct InstanceState<'a> {
+    store: &'a mut wasmtime::Store<CallState>,
+    instance: Instance,
+}
+
+impl InstanceState<'_> {
+    async fn read<R: Lift + Send + Sync + 'static>(&mut self, instance: &str, func: &str) -> R {
+        let export = self
+            .instance
+            .get_export_index(&mut *self.store, None, instance)
+            .and_then(|i| {
+                self.instance
+                    .get_export_index(&mut *self.store, Some(&i), func)
+            })
+            .unwrap_or_else(|| panic!("the instrumented runtime exports {instance}#{func}"));
+        let accessor = self
+            .instance
+            .get_typed_func::<(), (R,)>(&mut *self.store, &export)
+            .unwrap_or_else(|e| panic!("{instance}#{func} has the accessor's type: {e}"));
+        accessor
+            .call_async(&mut *self.store, ())
+            .await
+            .unwrap_or_else(|e| panic!("{instance}#{func} reads state: {e}"))
+            .0
+    }
+}
+
+impl ComponentInstanceState for InstanceState<'_> {
+    async fn call_func_ret_list_u8(
+        &mut self,
+        instance: &str,
+        func: &str,
+        contents: impl FnOnce(&[u8]) + Send,
+    ) {
+        let list: WasmList<u8> = self.read(instance, func).await;
+        contents(list.as_le_slice(&*self.store));
+    }
+
+    async fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> i32 {
+        self.read(instance, func).await
+    }
+
+    async fn call_func_ret_s64(&mut self, instance: &str, func: &str) -> i64 {
+        self.read(instance, func).await
+    }
+
+    async fn call_func_ret_f32(&mut self, instance: &str, func: &str) -> u32 {
+        self.read::<f32>(instance, func).await.to_bits()
+    }
+
+    async fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> u64 {
+        self.read::<f64>(instance, func).await.to_bits()
+    }
+}
+
 impl BurnCache {
-    /// The JavaScript runtime, compiled (or loaded from its artifact) once per node.
+    /// The JavaScript runtime, pre-initialized and compiled (or loaded from its
+    /// artifact) once per node.
     pub(crate) async fn js_runtime(&self) -> Result<JsRuntimePre<CallState>, Error> {
         self.inner
             .js_runtime
             .get_or_init(|| async {
-                let inner = self.inner.clone();
                 let started = Instant::now();
-                let outcome = tokio::task::spawn_blocking(move || {
-                    let (component, readied) = compile_or_load(&inner, &RUNTIME_DIGEST, RUNTIME)?;
-                    let pre = inner
-                        .linker
-                        .instantiate_pre(&component)
-                        .and_then(JsRuntimePre::new);
-                    let pre = pre.map_err(|e| {
-                        Error::Backend(format!("cannot link the JavaScript runtime: {e:#}"))
-                    })?;
-                    Ok::<_, Error>((pre, readied))
-                })
-                .await
-                .unwrap_or_else(|e| Err(Error::Backend(format!("the compile task failed: {e}"))));
+                let outcome = self.prepare_runtime().await;
                 let took = started.elapsed();
                 let counters = &self.inner.counters;
                 match &outcome {
@@ -168,6 +235,76 @@ impl BurnCache {
             })
             .await
             .clone()
+    }
+
+    /// Loads the runtime's artifact, or else snapshots the runtime with its engine
+    /// started, compiles the snapshot and saves it; then links it.
+    async fn prepare_runtime(&self) -> Result<(JsRuntimePre<CallState>, Readied), Error> {
+        let inner = self.inner.clone();
+        let loaded = blocking(move || Ok(inner.load_artifact(&RUNTIME_KEY))).await?;
+        let (component, readied) = match loaded {
+            Some(component) => (component, Readied::Loaded),
+            None => {
+                let snapshot = self.snapshot_runtime().await?;
+                let inner = self.inner.clone();
+                let component = blocking(move || {
+                    let component = Component::new(&inner.engine, &snapshot)
+                        .map_err(|e| runtime_error("compile the snapshot", e))?;
+                    inner.save_artifact(&RUNTIME_KEY, &component);
+                    Ok(component)
+                })
+                .await?;
+                (component, Readied::Compiled)
+            }
+        };
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .and_then(JsRuntimePre::new)
+            .map_err(|e| runtime_error("link", e))?;
+        Ok((pre, readied))
+    }
+
+    /// Runs the runtime's `wizer-initialize` in an instrumented instance and writes
+    /// the instance's state (memory, globals) into a new component, so that each
+    /// call's instance starts with QuickJS up instead of spending most of the call
+    /// starting it.
+    async fn snapshot_runtime(&self) -> Result<Vec<u8>, Error> {
+        let mut wizer = Wizer::new();
+        // The component still exports it (calling it again is harmless: it restarts
+        // the engine), so the core function must stay.
+        wizer.keep_init_func(true);
+        let (context, instrumented) = wizer
+            .instrument_component(RUNTIME)
+            .map_err(|e| runtime_error("instrument", e))?;
+        let engine = self.engine().clone();
+        let component = blocking(move || {
+            Component::new(&engine, &instrumented).map_err(|e| runtime_error("compile", e))
+        })
+        .await?;
+        let mut sandbox = Sandbox::new(Scope::top(self, &Limits::default()), None)?;
+        let instance = self
+            .inner
+            .linker
+            .instantiate_async(&mut sandbox.store, &component)
+            .await
+            .map_err(|e| runtime_error("instantiate", e))?;
+        let start = instance
+            .get_typed_func::<(), ()>(&mut sandbox.store, "wizer-initialize")
+            .map_err(|e| runtime_error("find wizer-initialize in", e))?;
+        start
+            .call_async(&mut sandbox.store, ())
+            .await
+            .map_err(|e| runtime_error("start", e))?;
+        let mut state = InstanceState {
+            store: &mut sandbox.store,
+            instance,
+        };
+        wizer
+            .snapshot_component(&context, &mut state)
+            .await
+            .map_err(|e| runtime_error("snapshot", e))
     }
 
     /// Checks a script on the runtime: it parses, and its top level runs and exports

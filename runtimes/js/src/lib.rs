@@ -22,11 +22,14 @@ use rquickjs::{
 wit_bindgen::generate!({
     path: "../../wit",
     world: "burncache:host/js-runtime",
+    generate_all,
 });
+
+use std::cell::{Cell, RefCell};
 
 use burncache::host::burn_cache;
 use burncache::host::types::{Error, Limits, Payload};
-use exports::burncache::host::script_runtime::Guest;
+use exports::burncache::host::script_runtime::Guest as ScriptGuest;
 
 /// The file name scripts are given in positions and stack traces.
 const SCRIPT_NAME: &str = "script.js";
@@ -39,6 +42,12 @@ const MAX_STACK_BYTES: usize = 512 * 1024;
 struct ScriptRuntime;
 
 impl Guest for ScriptRuntime {
+    fn wizer_initialize() {
+        ENGINE.with_borrow_mut(|engine| *engine = Some(Engine::start()));
+    }
+}
+
+impl ScriptGuest for ScriptRuntime {
     fn check(source: String) -> Result<(), Error> {
         with_context(|ctx| load(ctx, &source).map(|_| ()))
     }
@@ -63,15 +72,58 @@ impl Guest for ScriptRuntime {
 
 export!(ScriptRuntime);
 
-/// Runs `work` in a new QuickJS context with the `burncache` and `console` globals.
+/// A QuickJS runtime and its one context, with the host globals installed.
+struct Engine {
+    // Field order matters: the context is dropped before its runtime.
+    context: Context,
+    _runtime: Runtime,
+}
+
+impl Engine {
+    fn start() -> Engine {
+        let runtime = Runtime::new().expect("QuickJS allocates its runtime");
+        runtime.set_max_stack_size(MAX_STACK_BYTES);
+        let context = Context::full(&runtime).expect("QuickJS allocates its context");
+        context
+            .with(|ctx| install_globals(&ctx))
+            .expect("QuickJS defines the host globals");
+        Engine {
+            context,
+            _runtime: runtime,
+        }
+    }
+}
+
+thread_local! {
+    /// The engine: started by `wizer-initialize` before the host's snapshot, so an
+    /// instance normally begins with it in memory; started on first use otherwise.
+    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
+
+    /// `Math.random`'s state, seeded from the host on first use in each instance
+    /// (a seed in the snapshot would repeat in every call).
+    static RANDOM: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Runs `work` in the instance's QuickJS context.
 fn with_context<R>(work: impl for<'js> FnOnce(&Ctx<'js>) -> R) -> R {
-    let runtime = Runtime::new().expect("QuickJS allocates its runtime");
-    runtime.set_max_stack_size(MAX_STACK_BYTES);
-    let context = Context::full(&runtime).expect("QuickJS allocates its context");
-    context.with(|ctx| {
-        install_globals(&ctx).expect("QuickJS defines the host globals");
-        work(&ctx)
-    })
+    let engine = ENGINE.take().unwrap_or_else(Engine::start);
+    let result = engine.context.with(|ctx| work(&ctx));
+    ENGINE.set(Some(engine));
+    result
+}
+
+/// `Math.random`: xorshift64* over a seed drawn from the host's random source.
+fn random() -> f64 {
+    let mut state = RANDOM.get();
+    if state == 0 {
+        state = wasi::random::random::get_random_u64() | 1;
+    }
+    state ^= state >> 12;
+    state ^= state << 25;
+    state ^= state >> 27;
+    RANDOM.set(state);
+    // The top 53 bits of the scrambled state, as a fraction in [0, 1).
+    (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn install_globals<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
@@ -85,6 +137,8 @@ fn install_globals<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
         console.set(name, log.clone())?;
     }
     globals.set("console", console)?;
+    let math: Object = globals.get("Math")?;
+    math.set("random", Function::new(ctx.clone(), random)?)?;
     Ok(())
 }
 
