@@ -72,6 +72,12 @@ impl BurnCache {
     {
         let compiled = self.lookup(digest).await?;
         let Some(pre) = compiled.proxy.clone() else {
+            if compiled.script.is_some() {
+                return Err(Error::InvalidInput(format!(
+                    "{digest} is a JavaScript script, which is called as a function \
+                     (POST /v1/components/{digest}/call), not served as wasi:http"
+                )));
+            }
             return Err(Error::InvalidInput(format!(
                 "component {digest} does not export `wasi:http/incoming-handler`, so it \
                  cannot serve HTTP"

@@ -4,7 +4,7 @@ use serde::Serialize;
 use wit_component::{DecodedWasm, WitPrinter};
 
 use crate::cache::check_is_component;
-use crate::{Digest, Error};
+use crate::{Digest, Error, SourceKind};
 
 /// The interface a function guest exports.
 pub const FUNCTION_EXPORT: &str = "burncache:host/function@0.1.0";
@@ -19,6 +19,9 @@ pub enum ComponentKind {
     Command,
     /// Exports `wasi:http/incoming-handler`: an HTTP guest.
     Http,
+    /// Not a component: a JavaScript script, called with `execute` like a function
+    /// and run on the node's JavaScript runtime.
+    Script,
     /// None of the above.
     Other,
 }
@@ -47,6 +50,19 @@ pub struct Inspection {
 /// [`Error::InvalidInput`] when the bytes are not a component, or its type
 /// information cannot be decoded.
 pub fn inspect(bytes: &[u8]) -> Result<Inspection, Error> {
+    if SourceKind::of(bytes) == SourceKind::Script {
+        return Ok(Inspection {
+            digest: Digest::of(bytes),
+            size: bytes.len() as u64,
+            kind: ComponentKind::Script,
+            imports: vec!["burncache:host/burn-cache@0.1.0".to_string()],
+            exports: vec![FUNCTION_EXPORT.to_string()],
+            wit: "// A JavaScript script: its exported function is run on burncache's \
+                  JavaScript runtime\n// (world burncache:host/js-runtime), and it may \
+                  call any digest with burncache.execute.\n"
+                .to_string(),
+        });
+    }
     check_is_component(bytes)?;
     let decoded = wit_component::decode(bytes)
         .map_err(|e| Error::InvalidInput(format!("cannot decode the component's types: {e:#}")))?;

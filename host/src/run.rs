@@ -83,6 +83,13 @@ impl BurnCache {
         &self,
         bytes: Vec<u8>,
     ) -> Result<CommandPre<crate::call::CallState>, Error> {
+        if crate::SourceKind::of(&bytes) == crate::SourceKind::Script {
+            return Err(Error::InvalidInput(
+                "this is a JavaScript script, not a wasi:cli command: call it with \
+                 `burncache call`"
+                    .to_string(),
+            ));
+        }
         check_is_component(&bytes)?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {

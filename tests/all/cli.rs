@@ -296,7 +296,7 @@ fn exit_codes_tell_the_error_class() {
     )
     .expect("write");
     let garbage = dir.join("garbage.wasm");
-    std::fs::write(&garbage, b"not wasm").expect("write");
+    std::fs::write(&garbage, b"\xffnot wasm, not text").expect("write");
     let missing_import = missing_import.to_str().expect("utf-8");
     let garbage = garbage.to_str().expect("utf-8");
     let unknown = "0".repeat(64);
@@ -385,7 +385,7 @@ fn exit_codes_tell_the_error_class() {
         ),
         (
             &["call", garbage, "--input", "1"],
-            "not a WebAssembly component",
+            "neither a WebAssembly component nor a UTF-8 JavaScript script",
             19,
         ),
         (

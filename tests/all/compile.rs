@@ -68,9 +68,10 @@ async fn fails_and_is_remembered(bytes: &[u8], kind: ErrorKind, says: &str) {
 #[tokio::test]
 async fn garbage_is_invalid_input() {
     fails_and_is_remembered(
-        b"#!/bin/sh\necho hi\n",
+        // An ELF header: not WebAssembly, and not UTF-8 text (so not a script).
+        b"\x7fELF\x02\x01\x01\x00\xff\xfe",
         ErrorKind::InvalidInput,
-        "not a WebAssembly component",
+        "neither a WebAssembly component nor a UTF-8 JavaScript script",
     )
     .await;
     fails_and_is_remembered(b"", ErrorKind::InvalidInput, "0 bytes").await;

@@ -247,3 +247,63 @@ fn store_errors_have_their_own_exit_codes() {
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn a_script_deployed_from_one_process_is_called_by_digest_from_another() {
+    let dir = tempdir();
+    let script = dir.join("increment.js");
+    std::fs::write(&script, "module.exports = (d) => ({ n: d.n + 1 });\n").expect("write");
+    let script = script.to_str().expect("utf-8");
+    // Both nodes load the JavaScript runtime the test run compiled once.
+    let node = |prefix: &str| {
+        let mut env = s3_node(prefix);
+        env.retain(|(key, _)| *key != "BURNCACHE_ARTIFACTS");
+        env.push((
+            "BURNCACHE_ARTIFACTS",
+            crate::scripts::js_artifacts().display().to_string(),
+        ));
+        env
+    };
+    let out = burncache_with_env(&["deploy", script], b"", &node("scripts"));
+    assert_exit(&out, 0);
+    let digest = stdout(&out).trim().to_string();
+    assert!(
+        stderr(&out).contains(&format!("sha256/{digest}.js")),
+        "scripts are stored as .js: {}",
+        stderr(&out)
+    );
+
+    let out = burncache_with_env(
+        &[
+            "call",
+            &digest,
+            "--input",
+            r#"{"n": 41}"#,
+            "--raw",
+            "--stats",
+        ],
+        b"",
+        &node("scripts"),
+    );
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "{\"n\":42}\n");
+    let stats = stderr(&out);
+    assert!(stats.contains("fetches: 1"), "{stats}");
+    assert!(stats.contains("script checks: 1"), "{stats}");
+    assert!(stats.contains("js runtime compiles: 0"), "{stats}");
+    assert!(stats.contains("js runtime loads: 1"), "{stats}");
+
+    let out = burncache_with_env(&["ls"], b"", &node("scripts"));
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains(&digest), "{}", stdout(&out));
+
+    let rows = dir.join("rows.ndjson");
+    std::fs::write(&rows, "{\"n\": 1}\n{\"n\": 2}\n").expect("write");
+    let out = burncache_with_env(
+        &["batch", &digest, rows.to_str().expect("utf-8")],
+        b"",
+        &node("scripts"),
+    );
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "{\"ok\":{\"n\":2}}\n{\"ok\":{\"n\":3}}\n");
+}

@@ -175,8 +175,10 @@ async fn guests_may_not_register_unless_allowed() {
         ..Config::default()
     })
     .await;
-    // Allowed through, then refused for what the bytes are.
-    assert!(allowed.contains("InvalidInput"), "{allowed}");
+    // Allowed through, then refused for what the bytes are: text, so a script, and
+    // not valid JavaScript.
+    assert!(allowed.contains("CompileFailed"), "{allowed}");
+    assert!(allowed.contains("SyntaxError"), "{allowed}");
 }
 
 #[tokio::test]

@@ -570,7 +570,7 @@ async fn bad_input_gets_the_documented_status_and_kind() {
     let response = served
         .client
         .put(served.url("/v1/components"))
-        .body(b"not a component".to_vec())
+        .body(b"\xffneither a component nor text".to_vec())
         .send()
         .await
         .expect("PUT");
@@ -615,4 +615,69 @@ async fn sigterm_lets_the_call_under_way_finish() {
         (200, "{\"slept\":true}".to_string())
     );
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn the_api_takes_scripts_as_it_takes_components() {
+    let artifacts = crate::scripts::js_artifacts();
+    let served = Served::start(&["--artifacts", artifacts.to_str().expect("utf-8")]);
+    let script = "export default (rows) => rows.map((r) => r.n * 2);\n";
+    let response = served
+        .client
+        .put(served.url("/v1/components"))
+        .body(script)
+        .send()
+        .await
+        .expect("PUT");
+    assert!(response.status().is_success(), "{}", response.status());
+    let digest = response.json::<Value>().await.expect("json")["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    assert_eq!(digest, burncache::Digest::of(script.as_bytes()).to_string());
+
+    let described: Value = served
+        .client
+        .get(served.url(&format!("/v1/components/{digest}")))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(described["kind"], "script");
+
+    let (status, out) = served
+        .call(&digest, &json!([{ "n": 1 }, { "n": 20 }]), &[])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(out, json!([2, 40]));
+
+    let batch: Value = served
+        .client
+        .post(served.url(&format!("/v1/components/{digest}/batch")))
+        .header("content-type", "application/json")
+        .body(json!([[{ "n": 1 }], "not rows"]).to_string())
+        .send()
+        .await
+        .expect("batch")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(batch[0]["ok"], json!([2]));
+    assert_eq!(batch[1]["error"]["kind"], "guest");
+
+    // A script that does not parse is refused at deploy, with its position.
+    let response = served
+        .client
+        .put(served.url("/v1/components"))
+        .body("module.exports = (d) => d +;\n")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(response.status(), 422);
+    let refused: Value = response.json().await.expect("json");
+    assert_eq!(refused["error"]["kind"], "compile-failed");
+    let message = refused["error"]["message"].as_str().expect("message");
+    assert!(message.contains("line 1, column 28"), "{message}");
 }

@@ -41,7 +41,7 @@ async fn conformance(store: Store) {
     assert_eq!(store.list().await.expect("list"), expected);
     assert!(
         store
-            .key(&digest)
+            .key(&digest, burncache::SourceKind::Component)
             .ends_with(&format!("sha256/{digest}.wasm"))
     );
 }
@@ -123,7 +123,7 @@ async fn tampered_objects_are_refused_and_nothing_is_cached() {
 
     // Someone with write access to the bucket replaces the object.
     let raw = raw_s3(server);
-    let key = object_store::path::Path::from(store.key(&digest));
+    let key = object_store::path::Path::from(store.key(&digest, burncache::SourceKind::Component));
     raw.put(&key, read(guests::WORD_COUNT).into())
         .await
         .expect("overwrite");

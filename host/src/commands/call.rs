@@ -74,6 +74,12 @@ impl CallCommand {
                 stats.artifact_loads,
                 stats.fetches
             );
+            if stats.script_checks > 0 {
+                eprintln!(
+                    "script checks: {}\njs runtime compiles: {}\njs runtime loads: {}",
+                    stats.script_checks, stats.runtime_compiles, stats.runtime_loads
+                );
+            }
         }
         cache.settle().await;
         let output = outcome.result?;

@@ -1,0 +1,420 @@
+//! JavaScript scripts on the shared runtime: round trips in both module forms, bytes,
+//! every failure classified, compile-once accounting, nested calls both ways, batches.
+
+use std::time::Duration;
+
+use burncache::{BurnCache, Config, Error, Limits, Payload, SourceKind};
+use serde_json::json;
+
+use crate::{cache_with, guests, json, read, register, value};
+
+const INCREMENT: &str = "module.exports = (d) => ({ n: d.n + 1 });\n";
+
+/// The artifact directory every script test shares, with the JavaScript runtime
+/// already prepared in it, so the test run snapshots and compiles the runtime once.
+pub(crate) fn js_artifacts() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = crate::tempdir().join("artifacts");
+        let prepare = {
+            let dir = dir.clone();
+            move || {
+                let runtime = tokio::runtime::Runtime::new().expect("tokio");
+                runtime.block_on(async {
+                    let cache = cache_with(Config {
+                        artifact_dir: Some(dir),
+                        ..Config::default()
+                    });
+                    cache
+                        .register(INCREMENT.as_bytes())
+                        .await
+                        .expect("the runtime prepares");
+                    assert_eq!(cache.stats().runtime_compiles, 1);
+                });
+            }
+        };
+        // Its own thread: the caller may be inside another tokio runtime.
+        std::thread::spawn(prepare).join().expect("prepare");
+        dir
+    })
+    .clone()
+}
+
+/// A cache of its own that loads the prepared runtime.
+fn js_cache() -> BurnCache {
+    js_cache_with(Config::default())
+}
+
+fn js_cache_with(config: Config) -> BurnCache {
+    cache_with(Config {
+        artifact_dir: Some(js_artifacts()),
+        ..config
+    })
+}
+
+async fn call(cache: &BurnCache, source: &str, input: Payload) -> Result<Payload, Error> {
+    call_with(cache, source, input, &Limits::default()).await
+}
+
+async fn call_with(
+    cache: &BurnCache,
+    source: &str,
+    input: Payload,
+    limits: &Limits,
+) -> Result<Payload, Error> {
+    let digest = cache.register(source.as_bytes()).await?;
+    cache.execute(&digest, input, limits).await
+}
+
+#[tokio::test]
+async fn a_commonjs_script_round_trips_json() {
+    let cache = js_cache();
+    let out = call(&cache, INCREMENT, json(json!({ "n": 41 })))
+        .await
+        .expect("call");
+    assert_eq!(value(&out), json!({ "n": 42 }));
+    assert_eq!(SourceKind::of(INCREMENT.as_bytes()), SourceKind::Script);
+}
+
+#[tokio::test]
+async fn an_es_module_default_export_works_and_may_be_async() {
+    let cache = js_cache();
+    let source = "const greet = (name) => `hello, ${name}`;\n\
+                  export default async function (input) {\n\
+                    return { greeting: greet(input.name), at: await Promise.resolve(input.n * 2) };\n\
+                  }\n";
+    let out = call(&cache, source, json(json!({ "name": "ada", "n": 21 })))
+        .await
+        .expect("call");
+    assert_eq!(value(&out), json!({ "greeting": "hello, ada", "at": 42 }));
+}
+
+#[tokio::test]
+async fn bytes_arrive_as_a_uint8array_and_go_back_as_bytes() {
+    let cache = js_cache();
+    let source = "module.exports = (b) => {\n\
+                    if (!(b instanceof Uint8Array)) throw new TypeError('not bytes');\n\
+                    return b.map((x) => x ^ 0xff);\n\
+                  };\n";
+    let out = call(&cache, source, Payload::Bytes(vec![0, 1, 254]))
+        .await
+        .expect("call");
+    assert_eq!(out, Payload::Bytes(vec![255, 254, 1]));
+    // JSON results that are not objects, and `undefined`, come back as JSON.
+    let out = call(&cache, "module.exports = () => undefined", json(json!(1)))
+        .await
+        .expect("call");
+    assert_eq!(out, Payload::Json("null".into()));
+}
+
+#[tokio::test]
+async fn a_syntax_error_is_compile_failed_with_its_position_and_remembered() {
+    let cache = js_cache();
+    let source = "module.exports = (d) => {\n  return d.n +;\n};\n";
+    let err = cache.register(source.as_bytes()).await.expect_err("bad");
+    let Error::CompileFailed(message) = &err else {
+        panic!("expected compile-failed, got {err:?}");
+    };
+    assert!(message.contains("SyntaxError"), "{message}");
+    assert!(message.contains("line 2, column 15"), "{message}");
+    // The same error again, without a second check.
+    let again = cache.register(source.as_bytes()).await.expect_err("bad");
+    assert_eq!(again, err);
+    assert_eq!(cache.stats().script_checks, 1);
+    assert_eq!(cache.stats().compile_failures, 1);
+
+    // In an ES module, the position is the module's.
+    let module = "export default function (d) {\n  return d.n + 1\n}}\n";
+    let err = cache.register(module.as_bytes()).await.expect_err("bad");
+    assert!(
+        matches!(&err, Error::CompileFailed(m) if m.contains("line 3")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_script_that_exports_no_function_fails_its_check() {
+    let cache = js_cache();
+    let err = cache
+        .register(b"module.exports = 42;\n")
+        .await
+        .expect_err("no function");
+    assert!(
+        matches!(&err, Error::CompileFailed(m) if m.contains("export one function")),
+        "{err:?}"
+    );
+    let err = cache
+        .register(b"throw new Error('top level');\n")
+        .await
+        .expect_err("throws");
+    assert!(
+        matches!(&err, Error::CompileFailed(m) if m.contains("top level")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_thrown_error_is_guest_with_its_message_and_stack() {
+    let cache = js_cache();
+    let source = "function check(d) {\n  if (d.n < 0) throw new RangeError(`negative: ${d.n}`);\n  return d;\n}\nmodule.exports = (d) => check(d);\n";
+    let err = call(&cache, source, json(json!({ "n": -3 })))
+        .await
+        .expect_err("throws");
+    let Error::Guest(message) = &err else {
+        panic!("expected guest, got {err:?}");
+    };
+    assert!(message.contains("RangeError: negative: -3"), "{message}");
+    assert!(message.contains("at check (script.js:2"), "{message}");
+    // A thrown non-Error value too.
+    let err = call(
+        &cache,
+        "module.exports = () => { throw 'plain'; }",
+        json(json!(0)),
+    )
+    .await
+    .expect_err("throws");
+    assert!(
+        matches!(&err, Error::Guest(m) if m.contains("plain")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn runaway_scripts_hit_their_ceilings() {
+    let cache = js_cache();
+    let forever = "module.exports = () => { for (;;) {} };\n";
+    // Fuel to spare: the deadline ends it.
+    let err = call_with(
+        &cache,
+        forever,
+        json(json!(0)),
+        &Limits {
+            fuel: Some(100_000_000_000),
+            timeout: Some(Duration::from_millis(300)),
+            ..Limits::default()
+        },
+    )
+    .await
+    .expect_err("loops");
+    assert_eq!(err, Error::Timeout);
+    // Time to spare: the fuel ends it.
+    let err = call_with(
+        &cache,
+        forever,
+        json(json!(0)),
+        &Limits {
+            fuel: Some(5_000_000),
+            ..Limits::default()
+        },
+    )
+    .await
+    .expect_err("loops");
+    assert_eq!(err, Error::FuelExhausted);
+
+    let hoard =
+        "module.exports = () => { const a = []; for (;;) a.push(new Array(4096).fill(7)); };\n";
+    let err = call_with(
+        &cache,
+        hoard,
+        json(json!(0)),
+        &Limits {
+            memory_bytes: Some(32 << 20),
+            ..Limits::default()
+        },
+    )
+    .await
+    .expect_err("grows");
+    assert_eq!(err, Error::MemoryLimit);
+
+    let deep = "function down(n) { return down(n + 1) + 1; }\nmodule.exports = () => down(0);\n";
+    let err = call(&cache, deep, json(json!(0)))
+        .await
+        .expect_err("recurses");
+    assert!(
+        matches!(&err, Error::Trap(m) if m.contains("stack overflow"))
+            || matches!(&err, Error::Guest(m) if m.contains("stack")),
+        "{err:?}"
+    );
+
+    let shout = "module.exports = () => 'x'.repeat(10000);\n";
+    let err = call_with(
+        &cache,
+        shout,
+        json(json!(0)),
+        &Limits {
+            output_bytes: Some(1000),
+            ..Limits::default()
+        },
+    )
+    .await
+    .expect_err("too much");
+    assert_eq!(err, Error::OutputTooLarge(1000));
+
+    // The node is fine afterwards.
+    let out = call(&cache, INCREMENT, json(json!({ "n": 1 })))
+        .await
+        .expect("call");
+    assert_eq!(value(&out), json!({ "n": 2 }));
+}
+
+#[tokio::test]
+async fn each_call_starts_from_a_fresh_instance() {
+    let cache = js_cache();
+    let source = "let calls = 0;\nmodule.exports = () => { globalThis.seen = (globalThis.seen || 0) + 1; calls += 1; return [calls, globalThis.seen, Math.random()]; };\n";
+    let digest = cache.register(source.as_bytes()).await.expect("register");
+    let first = value(
+        &cache
+            .execute(&digest, json(json!(0)), &Limits::default())
+            .await
+            .expect("call"),
+    );
+    let second = value(
+        &cache
+            .execute(&digest, json(json!(0)), &Limits::default())
+            .await
+            .expect("call"),
+    );
+    assert_eq!(first[0], json!(1));
+    assert_eq!(first[1], json!(1));
+    assert_eq!(second[0], json!(1));
+    assert_eq!(second[1], json!(1));
+    // Math.random is seeded per instance, not frozen in the runtime's snapshot.
+    assert_ne!(first[2], second[2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_registrations_check_a_script_once_and_scripts_share_one_runtime() {
+    let cache = js_cache();
+    let source = "module.exports = (d) => ({ raced: d });\n";
+    let racers: Vec<_> = (0..64)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.register(source.as_bytes()).await })
+        })
+        .collect();
+    for racer in racers {
+        racer.await.expect("joined").expect("registered");
+    }
+    assert_eq!(cache.stats().script_checks, 1);
+
+    for i in 0..10 {
+        let source = format!("module.exports = (d) => d + {i};\n");
+        let out = call(&cache, &source, json(json!(100))).await.expect("call");
+        assert_eq!(value(&out), json!(100 + i));
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.script_checks, 11);
+    // One runtime for all eleven scripts, readied once (loaded: the test run's
+    // first cache compiled it; `js_artifacts` asserts that compile happened once).
+    assert_eq!(stats.runtime_compiles + stats.runtime_loads, 1);
+    assert_eq!(stats.compiles, 0);
+}
+
+#[tokio::test]
+async fn a_script_calls_a_rust_component_through_burncache_execute() {
+    let cache = js_cache();
+    let add_one = register(&cache, guests::ADD_ONE).await;
+    let source = format!(
+        "module.exports = (d) => {{\n\
+           const once = burncache.execute('{add_one}', d);\n\
+           const twice = burncache.execute('{add_one}', once);\n\
+           let missing;\n\
+           try {{ burncache.execute('{zero}', d); }} catch (e) {{ missing = e.kind; }}\n\
+           return {{ n: twice.n, missing }};\n\
+         }};\n",
+        zero = "0".repeat(64)
+    );
+    let digest = cache.register(source.as_bytes()).await.expect("register");
+    let outcome = cache
+        .execute_metered(&digest, json(json!({ "n": 40 })), &Limits::default())
+        .await;
+    assert_eq!(
+        value(&outcome.result.expect("call")),
+        json!({ "n": 42, "missing": "not-found" })
+    );
+
+    // The children's fuel is the script's: a budget too small for both fails.
+    let err = cache
+        .execute(
+            &digest,
+            json(json!({ "n": 40 })),
+            &Limits {
+                fuel: Some(outcome.fuel_burned / 2),
+                ..Limits::default()
+            },
+        )
+        .await
+        .expect_err("over budget");
+    assert!(
+        matches!(err, Error::FuelExhausted)
+            || matches!(&err, Error::Guest(m) if m.contains("fuel-exhausted")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_rust_component_calls_a_script() {
+    let cache = js_cache();
+    let pipeline = register(&cache, guests::PIPELINE).await;
+    let script = cache
+        .register(INCREMENT.as_bytes())
+        .await
+        .expect("register");
+    let word_count = register(&cache, guests::WORD_COUNT).await;
+    // The pipeline guest calls whatever digest it is given as `add_one`: here, the
+    // script.
+    let out = cache
+        .execute(
+            &pipeline,
+            json(json!({
+                "add_one": script.to_string(),
+                "word_count": word_count.to_string(),
+                "n": 1,
+                "text": "a b a",
+            })),
+            &Limits::default(),
+        )
+        .await
+        .expect("call");
+    assert_eq!(value(&out)["n"], json!(2));
+    assert_eq!(value(&out)["counts"]["words"], json!(3));
+}
+
+#[tokio::test]
+async fn a_batch_runs_every_row_and_pins_failures_on_theirs() {
+    let cache = js_cache();
+    let source =
+        "module.exports = (d) => { if (d.n === 2) throw new Error('two'); return d.n * 10; };\n";
+    let digest = cache.register(source.as_bytes()).await.expect("register");
+    let rows = (0..4).map(|n| json(json!({ "n": n }))).collect();
+    let out = cache
+        .execute_batch(&digest, rows, &Limits::default())
+        .await
+        .expect("batch");
+    assert_eq!(out.len(), 4);
+    assert_eq!(out[0], Ok(Payload::Json("0".into())));
+    assert_eq!(out[1], Ok(Payload::Json("10".into())));
+    assert!(
+        matches!(&out[2], Err(Error::Guest(m)) if m.contains("two")),
+        "{:?}",
+        out[2]
+    );
+    assert_eq!(out[3], Ok(Payload::Json("30".into())));
+}
+
+#[tokio::test]
+async fn bytes_that_are_neither_wasm_nor_utf8_are_invalid_input() {
+    let cache = js_cache();
+    let err = cache
+        .register(&[0xff, 0xfe, 0x00, 0x80])
+        .await
+        .expect_err("garbage");
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    let err = cache.register(b"").await.expect_err("empty");
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    // Scripts and components are told apart by content, not by name.
+    assert_eq!(
+        SourceKind::of(&read(guests::ADD_ONE)),
+        SourceKind::Component
+    );
+}
