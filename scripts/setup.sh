@@ -25,3 +25,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# The JavaScript example guest (examples/js-udf) is built with componentize-js and
+# type-checked against typings jco generates from the WIT: Node.js and its packages.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: building the JavaScript example needs Node.js 18 or newer and npm" >&2
+    exit 1
+  fi
+  echo "setup: installing nodejs and npm"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+js_udf="$(cd "$(dirname "$0")/.." && pwd)/examples/js-udf"
+if [ ! -f "$js_udf/node_modules/.package-lock.json" ] \
+  || ! cmp -s "$js_udf/package-lock.json" "$js_udf/node_modules/.burncache-lock"; then
+  echo "setup: installing examples/js-udf's packages (npm ci)"
+  (cd "$js_udf" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$js_udf/package-lock.json" "$js_udf/node_modules/.burncache-lock"
+fi

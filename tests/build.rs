@@ -25,10 +25,19 @@ fn main() {
         .parent()
         .expect("tests/ is inside the workspace")
         .to_path_buf();
+    // Not the whole of examples/: the JavaScript example's node_modules and
+    // generated typings would make every build look changed.
     for watched in [
         "wit",
         "guest-sdk",
-        "examples",
+        "examples/add-one",
+        "examples/word-count",
+        "examples/pipeline",
+        "examples/http-hello",
+        "examples/js-udf/udf.js",
+        "examples/js-udf/build.mjs",
+        "examples/js-udf/types/function.d.ts",
+        "examples/js-udf/package-lock.json",
         "tests/fixtures",
         "tests/all",
     ] {
@@ -88,8 +97,35 @@ fn main() {
             path.display().to_string()
         ));
     }
+    let js_udf = build_js_udf(&root, &target_dir);
+    assert!(
+        tests_source.contains("JS_UDF"),
+        "the JavaScript guest is built but no test in tests/all uses it"
+    );
+    out.push_str(&format!(
+        "/// The JavaScript `udf` example, built with componentize-js.\npub const JS_UDF: &str = {:?};\n",
+        js_udf.display().to_string()
+    ));
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
     std::fs::write(out_dir.join("guests.rs"), out).expect("write guests.rs");
+}
+
+/// Builds examples/js-udf (typings from the WIT, a type check, componentize-js) with
+/// the packages `scripts/setup.sh` installed.
+fn build_js_udf(root: &Path, target_dir: &Path) -> PathBuf {
+    let example = root.join("examples").join("js-udf");
+    assert!(
+        example.join("node_modules").is_dir(),
+        "examples/js-udf has no node_modules: run scripts/setup.sh (it runs `npm ci` there)"
+    );
+    let out = target_dir.join("js_udf.wasm");
+    let status = Command::new("node")
+        .arg(example.join("build.mjs"))
+        .arg(&out)
+        .status()
+        .expect("run node (scripts/setup.sh checks it is installed)");
+    assert!(status.success(), "building examples/js-udf failed");
+    out
 }
 
 /// Every test source file's text, concatenated.

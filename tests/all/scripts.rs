@@ -418,3 +418,44 @@ async fn bytes_that_are_neither_wasm_nor_utf8_are_invalid_input() {
         SourceKind::Component
     );
 }
+
+/// The other way to run JavaScript: a whole `udf` component built from JS with
+/// componentize-js (examples/js-udf), for users who want a component of their own.
+#[tokio::test]
+async fn a_componentize_js_component_is_a_function_like_any_other() {
+    let cache = crate::cache();
+    let digest = register(&cache, guests::JS_UDF).await;
+    assert_eq!(SourceKind::of(&read(guests::JS_UDF)), SourceKind::Component);
+    let inspection = burncache::inspect(&read(guests::JS_UDF)).expect("inspect");
+    assert_eq!(inspection.kind, burncache::ComponentKind::Function);
+
+    let out = cache
+        .execute(&digest, json(json!({ "n": 41 })), &Limits::default())
+        .await
+        .expect("call");
+    assert_eq!(value(&out), json!({ "n": 42 }));
+    let out = cache
+        .execute(&digest, Payload::Bytes(vec![1, 2, 3]), &Limits::default())
+        .await
+        .expect("call");
+    assert_eq!(out, Payload::Bytes(vec![3, 2, 1]));
+    let err = cache
+        .execute(&digest, json(json!({ "m": 1 })), &Limits::default())
+        .await
+        .expect_err("rejected");
+    assert!(
+        matches!(&err, Error::Guest(m) if m.contains("expected")),
+        "{err:?}"
+    );
+
+    let rows = vec![json(json!({ "n": 1 })), json(json!("no"))];
+    let out = cache
+        .execute_batch(&digest, rows, &Limits::default())
+        .await
+        .expect("batch");
+    assert_eq!(out[0], Ok(Payload::Json(r#"{"n":2}"#.into())));
+    assert!(matches!(&out[1], Err(Error::Guest(_))), "{:?}", out[1]);
+    // One compile of the 12 MB component for the whole test run: this is the only
+    // test that registers it.
+    assert_eq!(cache.stats().compiles, 1);
+}
