@@ -53,7 +53,10 @@ fn componentize(source: &str, dir: &Path, name: &str) -> Vec<u8> {
         .stderr(std::process::Stdio::null())
         .status()
         .expect("run node");
-    assert!(status.success(), "componentize-js failed (run scripts/setup.sh)");
+    assert!(
+        status.success(),
+        "componentize-js failed (run scripts/setup.sh)"
+    );
     std::fs::read(&wasm).expect("read the component")
 }
 

@@ -46,7 +46,7 @@ pub(crate) struct Inner {
     /// Publishes started by `register`, for [`BurnCache::settle`].
     publishing: Mutex<Vec<JoinHandle<()>>>,
     /// The JavaScript runtime, compiled (or loaded) once, on the first script.
-    pub(crate) js_runtime: OnceCell<Result<JsRuntimePre<CallState>, Error>>,
+    pub(crate) js_runtime: OnceCell<JsRuntimePre<CallState>>,
     pub(crate) counters: Counters,
 }
 
@@ -367,12 +367,27 @@ impl BurnCache {
             return done.clone();
         }
         Counters::bump(&counters.misses);
+        if SourceKind::of(&slot.source) == SourceKind::Script {
+            // A check needs an instance: when none can be had (the pool is full, the
+            // runtime cannot be prepared), that is the node's trouble, not the
+            // script's, and it is not remembered.
+            let checked = slot
+                .compiled
+                .get_or_try_init(|| async {
+                    match self.check_script(digest, &slot.source).await {
+                        Err(e @ Error::Backend(_)) => Err(e),
+                        remembered => Ok(remembered.map(Arc::new)),
+                    }
+                })
+                .await;
+            return match checked {
+                Ok(remembered) => remembered.clone(),
+                Err(e) => Err(e),
+            };
+        }
         slot.compiled
             .get_or_init(|| async {
                 let source = slot.source.clone();
-                if SourceKind::of(&source) == SourceKind::Script {
-                    return self.check_script(digest, &source).await.map(Arc::new);
-                }
                 let inner = self.inner.clone();
                 let started = Instant::now();
                 let outcome = tokio::task::spawn_blocking(move || ready(&inner, digest, &source))

@@ -213,9 +213,11 @@ impl BurnCache {
     /// The JavaScript runtime, pre-initialized and compiled (or loaded from its
     /// artifact) once per node.
     pub(crate) async fn js_runtime(&self) -> Result<JsRuntimePre<CallState>, Error> {
+        // Not remembered when it fails: nothing about that is the script's fault, and
+        // the next script tries again.
         self.inner
             .js_runtime
-            .get_or_init(|| async {
+            .get_or_try_init(|| async {
                 let started = Instant::now();
                 let outcome = self.prepare_runtime().await;
                 let took = started.elapsed();
@@ -234,7 +236,7 @@ impl BurnCache {
                 outcome.map(|(pre, _)| pre)
             })
             .await
-            .clone()
+            .cloned()
     }
 
     /// Loads the runtime's artifact, or else snapshots the runtime with its engine

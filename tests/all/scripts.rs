@@ -459,3 +459,48 @@ async fn a_componentize_js_component_is_a_function_like_any_other() {
     // test that registers it.
     assert_eq!(cache.stats().compiles, 1);
 }
+
+/// A check that cannot get an instance (every slot busy) fails with `backend` and is
+/// not remembered: the script registers once a slot is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_that_finds_no_free_instance_is_not_remembered() {
+    let cache = BurnCache::with_config(Config {
+        max_instances: 1,
+        artifact_dir: Some(js_artifacts()),
+        ..Config::default()
+    })
+    .expect("cache");
+    let sleeper = register(&cache, guests::ADVERSARY).await;
+    let busy = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .execute(
+                    &sleeper,
+                    json(json!({ "op": "sleep", "ms": 1500 })),
+                    &Limits::default(),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = cache
+        .register(INCREMENT.as_bytes())
+        .await
+        .expect_err("no free slot");
+    assert!(
+        matches!(&err, Error::Backend(m) if m.contains("slot")),
+        "{err:?}"
+    );
+    busy.await.expect("joined").expect("slept");
+
+    let digest = cache
+        .register(INCREMENT.as_bytes())
+        .await
+        .expect("registers once a slot is free");
+    let out = cache
+        .execute(&digest, json(json!({ "n": 1 })), &Limits::default())
+        .await
+        .expect("call");
+    assert_eq!(value(&out), json!({ "n": 2 }));
+}
