@@ -188,7 +188,10 @@ fn inspect_names_the_world() {
     let command = burncache::inspect(&read(guests::CLI_COMMAND)).expect("inspect");
     assert_eq!(command.kind, ComponentKind::Command);
 
-    let err = burncache::inspect(b"nope").expect_err("garbage");
+    // Text is a script (told by content); bytes that are neither are refused.
+    let script = burncache::inspect(b"module.exports = (d) => d;").expect("inspect");
+    assert_eq!(script.kind, ComponentKind::Script);
+    let err = burncache::inspect(b"\xffnope").expect_err("garbage");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
 
