@@ -21,3 +21,9 @@ step $bc call $wasm/pipeline.wasm --with $wasm/add_one.wasm --with $wasm/word_co
 printf '{"n": 1}\n{"n": 2}\n{"n": 3}\n' > target/demo-rows.ndjson
 step $bc batch $wasm/add_one.wasm target/demo-rows.ndjson
 step $bc inspect $wasm/pipeline.wasm
+
+# JavaScript: a script is called like a component, and may call components by digest.
+cat > target/demo-increment.js <<JS
+module.exports = (d) => ({ n: d.n + 1, via: burncache.execute("$($bc hash $wasm/add_one.wasm)", d) });
+JS
+step $bc call target/demo-increment.js --with $wasm/add_one.wasm --input '{"n": 41}' --stats
