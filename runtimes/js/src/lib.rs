@@ -34,11 +34,6 @@ use exports::burncache::host::script_runtime::Guest as ScriptGuest;
 /// The file name scripts are given in positions and stack traces.
 const SCRIPT_NAME: &str = "script.js";
 
-/// How deep the interpreter's own stack may grow before a script's recursion is a
-/// `RangeError`. Below the instance's 1 MiB stack, so the error is QuickJS's own and
-/// carries the script's stack trace.
-const MAX_STACK_BYTES: usize = 512 * 1024;
-
 struct ScriptRuntime;
 
 impl Guest for ScriptRuntime {
@@ -81,8 +76,9 @@ struct Engine {
 
 impl Engine {
     fn start() -> Engine {
+        // No QuickJS stack limit: its check cannot see the WebAssembly stack, so
+        // recursion too deep for the instance ends as the host's stack-overflow trap.
         let runtime = Runtime::new().expect("QuickJS allocates its runtime");
-        runtime.set_max_stack_size(MAX_STACK_BYTES);
         let context = Context::full(&runtime).expect("QuickJS allocates its context");
         context
             .with(|ctx| install_globals(&ctx))
