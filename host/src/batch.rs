@@ -70,10 +70,7 @@ impl BurnCache {
                     let mut budget = OutputBudget::new(sandbox.output_ceiling());
                     Ok(rows
                         .into_iter()
-                        .map(|row| match row {
-                            Ok(payload) => budget.take(payload),
-                            Err(e) => Err(e),
-                        })
+                        .map(|row| row.and_then(|payload| budget.take(payload)))
                         .collect())
                 }
                 Ok(rows) => Err(Error::Trap(format!(
@@ -109,8 +106,7 @@ async fn row_by_row(
     for (row, input) in inputs.iter().enumerate() {
         let returned = instance.call(sandbox, input).await;
         out.push(match returned {
-            Ok(Ok(payload)) => budget.take(payload),
-            Ok(Err(e)) => Err(e),
+            Ok(row) => row.and_then(|payload| budget.take(payload)),
             Err(e) => match sandbox.classify(e) {
                 // The budget is the batch's: once it is gone, the batch is.
                 e @ (Error::FuelExhausted | Error::Timeout) => return Err(e),

@@ -157,27 +157,45 @@ fn runtime_error(what: &str, e: impl std::fmt::Display) -> Error {
 struct InstanceState<'a> {
     store: &'a mut wasmtime::Store<CallState>,
     instance: Instance,
+    /// The first accessor that could not be read. The snapshot API has no way to
+    /// fail, so a failure is kept here, a placeholder returned, and the snapshot
+    /// thrown away afterwards.
+    failed: Option<String>,
 }
 
 impl InstanceState<'_> {
-    async fn read<R: Lift + Send + Sync + 'static>(&mut self, instance: &str, func: &str) -> R {
-        let export = self
-            .instance
-            .get_export_index(&mut *self.store, None, instance)
-            .and_then(|i| {
-                self.instance
-                    .get_export_index(&mut *self.store, Some(&i), func)
-            })
-            .unwrap_or_else(|| panic!("the instrumented runtime exports {instance}#{func}"));
-        let accessor = self
-            .instance
-            .get_typed_func::<(), (R,)>(&mut *self.store, &export)
-            .unwrap_or_else(|e| panic!("{instance}#{func} has the accessor's type: {e}"));
-        accessor
-            .call_async(&mut *self.store, ())
-            .await
-            .unwrap_or_else(|e| panic!("{instance}#{func} reads state: {e}"))
-            .0
+    async fn read<R: Lift + Send + Sync + 'static>(
+        &mut self,
+        instance: &str,
+        func: &str,
+    ) -> Option<R> {
+        let read = async {
+            let export = self
+                .instance
+                .get_export_index(&mut *self.store, None, instance)
+                .and_then(|i| {
+                    self.instance
+                        .get_export_index(&mut *self.store, Some(&i), func)
+                })
+                .ok_or_else(|| "no such export".to_string())?;
+            let accessor = self
+                .instance
+                .get_typed_func::<(), (R,)>(&mut *self.store, &export)
+                .map_err(|e| format!("{e:#}"))?;
+            let (value,) = accessor
+                .call_async(&mut *self.store, ())
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            Ok::<R, String>(value)
+        };
+        match read.await {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.failed
+                    .get_or_insert_with(|| format!("cannot read {instance}#{func}: {e}"));
+                None
+            }
+        }
     }
 }
 
@@ -188,24 +206,32 @@ impl ComponentInstanceState for InstanceState<'_> {
         func: &str,
         contents: impl FnOnce(&[u8]) + Send,
     ) {
-        let list: WasmList<u8> = self.read(instance, func).await;
-        contents(list.as_le_slice(&*self.store));
+        match self.read::<WasmList<u8>>(instance, func).await {
+            Some(list) => contents(list.as_le_slice(&*self.store)),
+            None => contents(&[]),
+        }
     }
 
     async fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> i32 {
-        self.read(instance, func).await
+        self.read(instance, func).await.unwrap_or_default()
     }
 
     async fn call_func_ret_s64(&mut self, instance: &str, func: &str) -> i64 {
-        self.read(instance, func).await
+        self.read(instance, func).await.unwrap_or_default()
     }
 
     async fn call_func_ret_f32(&mut self, instance: &str, func: &str) -> u32 {
-        self.read::<f32>(instance, func).await.to_bits()
+        self.read::<f32>(instance, func)
+            .await
+            .unwrap_or_default()
+            .to_bits()
     }
 
     async fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> u64 {
-        self.read::<f64>(instance, func).await.to_bits()
+        self.read::<f64>(instance, func)
+            .await
+            .unwrap_or_default()
+            .to_bits()
     }
 }
 
@@ -302,11 +328,16 @@ impl BurnCache {
         let mut state = InstanceState {
             store: &mut sandbox.store,
             instance,
+            failed: None,
         };
-        wizer
+        let snapshot = wizer
             .snapshot_component(&context, &mut state)
             .await
-            .map_err(|e| runtime_error("snapshot", e))
+            .map_err(|e| runtime_error("snapshot", e))?;
+        match state.failed {
+            Some(e) => Err(runtime_error("snapshot", e)),
+            None => Ok(snapshot),
+        }
     }
 
     /// Checks a script on the runtime: it parses, and its top level runs and exports
