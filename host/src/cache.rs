@@ -367,56 +367,63 @@ impl BurnCache {
             return done.clone();
         }
         Counters::bump(&counters.misses);
-        if SourceKind::of(&slot.source) == SourceKind::Script {
-            // A check needs an instance: when none can be had (the pool is full, the
-            // runtime cannot be prepared), that is the node's trouble, not the
-            // script's, and it is not remembered.
-            let checked = slot
-                .compiled
-                .get_or_try_init(|| async {
-                    match self.check_script(digest, &slot.source).await {
-                        Err(e @ Error::Backend(_)) => Err(e),
-                        remembered => Ok(remembered.map(Arc::new)),
-                    }
-                })
-                .await;
-            return match checked {
-                Ok(remembered) => remembered.clone(),
-                Err(e) => Err(e),
-            };
-        }
-        slot.compiled
-            .get_or_init(|| async {
-                let source = slot.source.clone();
-                let inner = self.inner.clone();
-                let started = Instant::now();
-                let outcome = tokio::task::spawn_blocking(move || ready(&inner, digest, &source))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(Error::Backend(format!("the compile task failed: {e}")))
-                    });
-                let took = started.elapsed();
-                match &outcome {
-                    Ok((_, Readied::Loaded)) => {
-                        Counters::bump(&counters.artifact_loads);
-                        tracing::info!(%digest, ?took, "loaded the compiled artifact");
-                    }
-                    Ok((_, Readied::Compiled)) => {
-                        Counters::bump(&counters.compiles);
-                        counters.record_compile(took, false);
-                        tracing::info!(%digest, ?took, "compiled");
-                    }
-                    Err(e) => {
-                        Counters::bump(&counters.compiles);
-                        counters.record_compile(took, true);
-                        tracing::warn!(%digest, ?took, error = %e, "compile failed");
-                    }
+        let readied = slot
+            .compiled
+            .get_or_try_init(|| async {
+                let outcome = match SourceKind::of(&slot.source) {
+                    SourceKind::Script => self.check_script(digest, &slot.source).await,
+                    SourceKind::Component => self.compile(digest, slot.source.clone()).await,
+                };
+                match outcome {
+                    // The node's trouble (no free instance for a script's check, a
+                    // failed task), not the bytes': not remembered, so the next caller
+                    // tries again.
+                    Err(e @ Error::Backend(_)) => Err(e),
+                    remembered => Ok(remembered.map(Arc::new)),
                 }
-                outcome.map(|(compiled, _)| Arc::new(compiled))
             })
-            .await
-            .clone()
+            .await;
+        match readied {
+            Ok(remembered) => remembered.clone(),
+            Err(e) => Err(e),
+        }
     }
+
+    /// Compiles a component (or loads its artifact) on the blocking pool, and counts
+    /// and logs how that went.
+    async fn compile(&self, digest: Digest, source: Arc<[u8]>) -> Result<Compiled, Error> {
+        let counters = &self.inner.counters;
+        let inner = self.inner.clone();
+        let started = Instant::now();
+        let outcome = blocking(move || ready(&inner, digest, &source)).await;
+        let took = started.elapsed();
+        match &outcome {
+            Ok((_, Readied::Loaded)) => {
+                Counters::bump(&counters.artifact_loads);
+                tracing::info!(%digest, ?took, "loaded the compiled artifact");
+            }
+            Ok((_, Readied::Compiled)) => {
+                Counters::bump(&counters.compiles);
+                counters.record_compile(took, false);
+                tracing::info!(%digest, ?took, "compiled");
+            }
+            Err(e) => {
+                Counters::bump(&counters.compiles);
+                counters.record_compile(took, true);
+                tracing::warn!(%digest, ?took, error = %e, "compile failed");
+            }
+        }
+        outcome.map(|(compiled, _)| compiled)
+    }
+}
+
+/// Runs CPU-heavy work (compiling, reading artifacts) on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(Error::Backend(format!("the compile task failed: {e}"))))
 }
 
 /// The map locks are never held across anything that can panic half-way through an

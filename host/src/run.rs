@@ -92,7 +92,7 @@ impl BurnCache {
         }
         check_is_component(&bytes)?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::cache::blocking(move || {
             let component = Component::new(&inner.engine, &bytes)
                 .map_err(|e| Error::CompileFailed(format!("{e:#}")))?;
             let pre = inner
@@ -106,7 +106,6 @@ impl BurnCache {
             })
         })
         .await
-        .unwrap_or_else(|e| Err(Error::Backend(format!("the compile task failed: {e}"))))
     }
 }
 

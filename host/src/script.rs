@@ -17,7 +17,7 @@ use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
 use crate::bindings::js::{JsRuntime, JsRuntimePre};
 use crate::bindings::{WitError, WitPayload};
-use crate::cache::{BurnCache, Compiled, Readied};
+use crate::cache::{BurnCache, Compiled, Readied, blocking};
 use crate::call::{CallState, Sandbox, Scope, sandboxed};
 use crate::stats::Counters;
 use crate::{Digest, Error, Limits};
@@ -99,6 +99,15 @@ impl ScriptInstance {
         }
     }
 
+    pub(crate) async fn check(&self, sandbox: &mut Sandbox) -> wasmtime::Result<Result<(), Error>> {
+        let checked = self
+            .runtime
+            .burncache_host_script_runtime()
+            .call_check(&mut sandbox.store, &self.source)
+            .await?;
+        Ok(checked.map_err(|e| from_runtime(sandbox, e)))
+    }
+
     pub(crate) async fn call(
         &self,
         sandbox: &mut Sandbox,
@@ -137,15 +146,6 @@ fn from_runtime(sandbox: &Sandbox, e: WitError) -> Error {
         return Error::MemoryLimit;
     }
     Error::from(e)
-}
-
-/// Runs CPU-heavy work (compiling, reading artifacts) on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| Err(Error::Backend(format!("a compile task failed: {e}"))))
 }
 
 fn runtime_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -355,20 +355,11 @@ impl BurnCache {
         Counters::bump(&counters.script_checks);
         let started = Instant::now();
         let runtime = self.js_runtime().await?;
-        let script = Script {
-            source,
-            runtime: runtime.clone(),
-        };
+        let script = Script { source, runtime };
         let outcome = sandboxed(Scope::top(self, &Limits::default()), async |sandbox| {
             let instance = ScriptInstance::instantiate(sandbox, &script).await?;
-            let checked = instance
-                .runtime
-                .burncache_host_script_runtime()
-                .call_check(&mut sandbox.store, &instance.source)
-                .await;
-            match checked {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(from_runtime(sandbox, e)),
+            match instance.check(sandbox).await {
+                Ok(checked) => checked,
                 Err(e) => Err(sandbox.classify(e)),
             }
         })

@@ -1,19 +1,24 @@
 //! Deploying and calling by digest across processes, through the real binary and a
 //! real S3 server.
 
+use std::path::Path;
+
 use crate::cli::{assert_exit, burncache_with_env, stderr, stdout};
 use crate::s3::S3Server;
 use crate::{guests, tempdir};
 
 /// The environment of a fresh node on the shared S3 server, under `prefix`.
 fn s3_node(prefix: &str) -> Vec<(&'static str, String)> {
+    s3_node_with_artifacts(prefix, &tempdir().join("artifacts"))
+}
+
+/// A node on the shared S3 server, under `prefix`, keeping compiled code in
+/// `artifacts`.
+fn s3_node_with_artifacts(prefix: &str, artifacts: &Path) -> Vec<(&'static str, String)> {
     let server = S3Server::shared();
     let mut env = server.env();
     env.push(("BURNCACHE_STORE", server.url(prefix)));
-    env.push((
-        "BURNCACHE_ARTIFACTS",
-        tempdir().join("artifacts").display().to_string(),
-    ));
+    env.push(("BURNCACHE_ARTIFACTS", artifacts.display().to_string()));
     env
 }
 
@@ -255,15 +260,7 @@ fn a_script_deployed_from_one_process_is_called_by_digest_from_another() {
     std::fs::write(&script, "module.exports = (d) => ({ n: d.n + 1 });\n").expect("write");
     let script = script.to_str().expect("utf-8");
     // Both nodes load the JavaScript runtime the test run compiled once.
-    let node = |prefix: &str| {
-        let mut env = s3_node(prefix);
-        env.retain(|(key, _)| *key != "BURNCACHE_ARTIFACTS");
-        env.push((
-            "BURNCACHE_ARTIFACTS",
-            crate::scripts::js_artifacts().display().to_string(),
-        ));
-        env
-    };
+    let node = |prefix: &str| s3_node_with_artifacts(prefix, &crate::scripts::js_artifacts());
     let out = burncache_with_env(&["deploy", script], b"", &node("scripts"));
     assert_exit(&out, 0);
     let digest = stdout(&out).trim().to_string();

@@ -57,16 +57,37 @@ impl Served {
     }
 
     async fn deploy(&self, path: &str) -> String {
-        let response = self
-            .client
-            .put(self.url("/v1/components"))
-            .body(std::fs::read(path).expect("read"))
-            .send()
-            .await
-            .expect("PUT");
+        self.deploy_bytes(std::fs::read(path).expect("read")).await
+    }
+
+    /// PUTs bytes to the API, expecting success, and returns their digest.
+    async fn deploy_bytes(&self, bytes: impl Into<reqwest::Body>) -> String {
+        let response = self.put(bytes).await;
         assert!(response.status().is_success(), "{}", response.status());
         let body: Value = response.json().await.expect("json");
         body["digest"].as_str().expect("digest").to_string()
+    }
+
+    /// PUTs bytes to the API without a token.
+    async fn put(&self, bytes: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .put(self.url("/v1/components"))
+            .body(bytes)
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    /// What `GET /v1/components/{digest}` says.
+    async fn describe(&self, digest: &str) -> Value {
+        self.client
+            .get(self.url(&format!("/v1/components/{digest}")))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json")
     }
 
     async fn call(&self, digest: &str, input: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
@@ -188,23 +209,11 @@ async fn the_api_deploys_calls_batches_inspects_and_forgets() {
     let served = Served::start(&[]);
     let digest = served.deploy(guests::ADD_ONE).await;
     let again = served
-        .client
-        .put(served.url("/v1/components"))
-        .body(std::fs::read(guests::ADD_ONE).expect("read"))
-        .send()
-        .await
-        .expect("PUT");
+        .put(std::fs::read(guests::ADD_ONE).expect("read"))
+        .await;
     assert_eq!(again.status(), 200, "already present");
 
-    let described: Value = served
-        .client
-        .get(served.url(&format!("/v1/components/{digest}")))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let described = served.describe(&digest).await;
     assert_eq!(described["kind"], "function");
     assert_eq!(described["compiled"], true);
     assert!(
@@ -568,12 +577,8 @@ async fn bad_input_gets_the_documented_status_and_kind() {
     let out: Value = form.json().await.expect("json");
     assert_eq!(out["error"]["kind"], "unsupported-media-type");
     let response = served
-        .client
-        .put(served.url("/v1/components"))
-        .body(b"\xffneither a component nor text".to_vec())
-        .send()
-        .await
-        .expect("PUT");
+        .put(b"\xffneither a component nor text".to_vec())
+        .await;
     assert_eq!(response.status(), 400);
     assert_eq!(
         response.json::<Value>().await.expect("json")["error"]["kind"],
@@ -622,29 +627,10 @@ async fn the_api_takes_scripts_as_it_takes_components() {
     let artifacts = crate::scripts::js_artifacts();
     let served = Served::start(&["--artifacts", artifacts.to_str().expect("utf-8")]);
     let script = "export default (rows) => rows.map((r) => r.n * 2);\n";
-    let response = served
-        .client
-        .put(served.url("/v1/components"))
-        .body(script)
-        .send()
-        .await
-        .expect("PUT");
-    assert!(response.status().is_success(), "{}", response.status());
-    let digest = response.json::<Value>().await.expect("json")["digest"]
-        .as_str()
-        .expect("digest")
-        .to_string();
+    let digest = served.deploy_bytes(script).await;
     assert_eq!(digest, burncache::Digest::of(script.as_bytes()).to_string());
 
-    let described: Value = served
-        .client
-        .get(served.url(&format!("/v1/components/{digest}")))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json");
+    let described = served.describe(&digest).await;
     assert_eq!(described["kind"], "script");
 
     let (status, out) = served
@@ -668,13 +654,7 @@ async fn the_api_takes_scripts_as_it_takes_components() {
     assert_eq!(batch[1]["error"]["kind"], "guest");
 
     // A script that does not parse is refused at deploy, with its position.
-    let response = served
-        .client
-        .put(served.url("/v1/components"))
-        .body("module.exports = (d) => d +;\n")
-        .send()
-        .await
-        .expect("PUT");
+    let response = served.put("module.exports = (d) => d +;\n").await;
     assert_eq!(response.status(), 422);
     let refused: Value = response.json().await.expect("json");
     assert_eq!(refused["error"]["kind"], "compile-failed");
