@@ -1,6 +1,7 @@
 //! The one error type of the library, mirroring the WIT `error` variant.
 
 use crate::Digest;
+use crate::bindings::WitError;
 
 /// Every failure a caller of burncache can see.
 ///
@@ -142,6 +143,51 @@ impl Error {
             Error::DepthExceeded(_) => ErrorKind::DepthExceeded,
             Error::Backend(_) => ErrorKind::Backend,
             Error::Integrity(_) => ErrorKind::Integrity,
+        }
+    }
+}
+
+impl From<Error> for WitError {
+    fn from(e: Error) -> WitError {
+        match e {
+            Error::NotFound(d) => WitError::NotFound(d.to_string()),
+            Error::InvalidDigest(s) => WitError::InvalidDigest(s),
+            Error::CompileFailed(s) => WitError::CompileFailed(s),
+            Error::FuelExhausted => WitError::FuelExhausted,
+            Error::MemoryLimit => WitError::MemoryLimit,
+            Error::Timeout => WitError::Timeout,
+            Error::OutputTooLarge(n) => WitError::OutputTooLarge(n),
+            Error::Trap(s) => WitError::Trap(s),
+            Error::Guest(s) => WitError::Guest(s),
+            Error::InvalidInput(s) => WitError::InvalidInput(s),
+            Error::PermissionDenied(s) => WitError::PermissionDenied(s),
+            Error::DepthExceeded(n) => WitError::DepthExceeded(n),
+            Error::Backend(s) => WitError::Backend(s),
+            Error::Integrity(s) => WitError::Integrity(s),
+        }
+    }
+}
+
+impl From<WitError> for Error {
+    fn from(e: WitError) -> Error {
+        match e {
+            WitError::NotFound(d) => match Digest::parse(&d) {
+                Ok(digest) => Error::NotFound(digest),
+                Err(_) => Error::InvalidDigest(d),
+            },
+            WitError::InvalidDigest(s) => Error::InvalidDigest(s),
+            WitError::CompileFailed(s) => Error::CompileFailed(s),
+            WitError::FuelExhausted => Error::FuelExhausted,
+            WitError::MemoryLimit => Error::MemoryLimit,
+            WitError::Timeout => Error::Timeout,
+            WitError::OutputTooLarge(n) => Error::OutputTooLarge(n),
+            WitError::Trap(s) => Error::Trap(s),
+            WitError::Guest(s) => Error::Guest(s),
+            WitError::InvalidInput(s) => Error::InvalidInput(s),
+            WitError::PermissionDenied(s) => Error::PermissionDenied(s),
+            WitError::DepthExceeded(n) => Error::DepthExceeded(n),
+            WitError::Backend(s) => Error::Backend(s),
+            WitError::Integrity(s) => Error::Integrity(s),
         }
     }
 }

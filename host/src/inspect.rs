@@ -3,7 +3,7 @@
 use serde::Serialize;
 use wit_component::{DecodedWasm, WitPrinter};
 
-use crate::cache::check_is_component;
+use crate::source::check_is_component;
 use crate::{Digest, Error, SourceKind};
 
 /// The interface a function guest exports.

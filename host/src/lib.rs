@@ -22,37 +22,43 @@
 //! }
 //! ```
 
-mod artifacts;
-mod batch;
+// Read bottom-up; each layer uses only the layers above it in this list.
+//
+// vocabulary: what calls are made of
 mod bindings;
-mod cache;
-mod call;
 mod digest;
-mod engine;
 mod error;
-mod http;
-mod inspect;
 mod limits;
-mod nested;
-mod output;
 mod payload;
-mod run;
-mod script;
-pub mod server;
+mod source;
+// resources: what a node has
+mod artifacts;
+mod engine;
+mod output;
 mod stats;
 mod store;
+// the sandbox: the one place a Store is made and a call runs
+mod sandbox;
+// the registry: compile-once, fetch and verify, publish, the JavaScript runtime
+mod registry;
+// the call kinds: function, batch, HTTP guest, command
+mod calls;
+// the facade
+mod burncache;
+mod inspect;
+// front ends
+pub mod server;
 
 pub use artifacts::{ArtifactStats, artifact_stats, clear_artifacts, default_artifact_dir};
-pub use cache::BurnCache;
-pub use call::Outcome;
+pub use burncache::BurnCache;
+pub use calls::{HttpFinish, HttpResponse, RunOptions};
 pub use digest::Digest;
 pub use engine::Config;
 pub use error::{Error, ErrorKind};
-pub use http::{HttpFinish, HttpResponse};
 pub use inspect::{ComponentKind, FUNCTION_EXPORT, Inspection, inspect};
 pub use limits::{Ceilings, Limits};
 pub use payload::Payload;
-pub use run::RunOptions;
-pub use script::SourceKind;
+pub use sandbox::Outcome;
+pub use source::SourceKind;
 pub use stats::Stats;
 pub use store::{Published, Store, file_url};

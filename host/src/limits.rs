@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::bindings::WitLimits;
+
 /// Ceilings a caller asks for. `None` means the host's default for that ceiling.
 ///
 /// Requests above the host's maximum are clamped to the maximum, never refused.
@@ -76,6 +78,17 @@ impl Ceilings {
 impl Default for Ceilings {
     fn default() -> Self {
         Ceilings::DEFAULT
+    }
+}
+
+impl From<WitLimits> for Limits {
+    fn from(l: WitLimits) -> Limits {
+        Limits {
+            fuel: l.fuel,
+            memory_bytes: l.memory_bytes,
+            timeout: l.timeout_ms.map(std::time::Duration::from_millis),
+            output_bytes: l.output_bytes,
+        }
     }
 }
 

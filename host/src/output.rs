@@ -1,5 +1,5 @@
-//! Guest standard output and error: a bounded capture for sealed calls, and a capped
-//! pass-through for `burncache run`.
+//! Guest standard output and error: a bounded capture for sealed calls, a capped
+//! pass-through for `burncache run`, and a bounded log for HTTP guests.
 
 use std::io;
 use std::pin::Pin;
@@ -162,18 +162,49 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Capped<W> {
 }
 
 /// Sends what a guest writes to the log, one event per line, tagged with the request
-/// it served; at most [`GUEST_LOG_LIMIT`] bytes per stream and request.
+/// it served. One call's stdout and stderr share one [`GUEST_LOG_LIMIT`]-byte budget,
+/// however many times the guest asks for the streams anew, so that no guest can
+/// flood the log.
+#[derive(Clone)]
 pub(crate) struct GuestLog {
     request_id: u64,
     stream: &'static str,
+    /// Bytes of the call's budget not yet logged, shared by both streams.
+    left: Arc<AtomicU64>,
 }
 
-/// How much of one stream of one request's guest output reaches the log.
-const GUEST_LOG_LIMIT: usize = 16 * 1024;
+/// How much of one call's guest output (stdout and stderr together) reaches the log.
+pub(crate) const GUEST_LOG_LIMIT: u64 = 32 * 1024;
 
 impl GuestLog {
-    pub(crate) fn new(request_id: u64, stream: &'static str) -> GuestLog {
-        GuestLog { request_id, stream }
+    /// The call's stdout and stderr, sharing one budget.
+    pub(crate) fn pair(request_id: u64) -> (GuestLog, GuestLog) {
+        let left = Arc::new(AtomicU64::new(GUEST_LOG_LIMIT));
+        let stdout = GuestLog {
+            request_id,
+            stream: "stdout",
+            left: left.clone(),
+        };
+        let stderr = GuestLog {
+            request_id,
+            stream: "stderr",
+            left,
+        };
+        (stdout, stderr)
+    }
+
+    /// Takes up to `n` bytes from the budget; returns how many were granted, and
+    /// whether this take is the one that ran the budget dry.
+    fn take(&self, n: usize) -> (usize, bool) {
+        let n = n as u64;
+        let before = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                (left > 0).then(|| left.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        let granted = before.min(n);
+        (granted as usize, before > 0 && before <= n)
     }
 }
 
@@ -185,34 +216,31 @@ impl IsTerminal for GuestLog {
 
 impl StdoutStream for GuestLog {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(GuestLogWriter {
-            request_id: self.request_id,
-            stream: self.stream,
-            logged: 0,
-        })
+        Box::new(self.clone())
     }
 }
 
-struct GuestLogWriter {
-    request_id: u64,
-    stream: &'static str,
-    logged: usize,
-}
-
-impl AsyncWrite for GuestLogWriter {
+impl AsyncWrite for GuestLog {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let room = GUEST_LOG_LIMIT.saturating_sub(self.logged);
-        if room > 0 {
-            let text = String::from_utf8_lossy(&buf[..buf.len().min(room)]);
+        let (granted, ran_dry) = self.take(buf.len());
+        if granted > 0 {
+            let text = String::from_utf8_lossy(&buf[..granted]);
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 tracing::info!(target: "burncache::guest", request_id = self.request_id, stream = self.stream, "{line}");
             }
-            self.logged += buf.len().min(room);
         }
+        if ran_dry {
+            tracing::warn!(
+                target: "burncache::guest",
+                request_id = self.request_id,
+                "the guest wrote more than {GUEST_LOG_LIMIT} bytes of output; the rest is dropped"
+            );
+        }
+        // Report everything as written: dropping the excess is the point.
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -236,6 +264,20 @@ mod tests {
         let mut w = Box::into_pin(capture.async_stream());
         w.write_all(b"hello world").await.expect("write");
         assert_eq!(capture.text(), "hello");
+    }
+
+    #[tokio::test]
+    async fn guest_log_streams_share_one_budget_however_often_they_are_opened() {
+        let (stdout, stderr) = GuestLog::pair(7);
+        let line = vec![b'x'; 1000];
+        for _ in 0..100 {
+            let mut w = Box::into_pin(stderr.async_stream());
+            w.write_all(&line).await.expect("write");
+            let mut w = Box::into_pin(stdout.async_stream());
+            w.write_all(&line).await.expect("write");
+        }
+        assert_eq!(stderr.left.load(Ordering::Relaxed), 0);
+        assert_eq!(stderr.take(1), (0, false), "nothing left for anyone");
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::Error;
+use crate::bindings::WitPayload;
 
 /// The input or output of a call, mirroring the WIT `payload` variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,75 @@ pub(crate) fn check_json(text: &str) -> Result<(), Error> {
     serde_json::from_str::<IgnoredAny>(text)
         .map(drop)
         .map_err(|e| Error::InvalidInput(format!("the input is not valid JSON: {e}")))
+}
+
+/// Checks an input before any guest code runs: JSON must be one JSON document.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] for malformed JSON.
+pub(crate) fn check_input(input: &Payload) -> Result<(), Error> {
+    match input {
+        Payload::Json(text) => check_json(text),
+        Payload::Bytes(_) => Ok(()),
+    }
+}
+
+/// Checks what a guest returned: within the output ceiling, and, in the `json` case,
+/// one JSON document, as the contract says. A guest that breaks the contract fails
+/// its call; its text never reaches a caller as JSON.
+///
+/// # Errors
+///
+/// [`Error::OutputTooLarge`] past the ceiling; [`Error::Guest`] for malformed JSON.
+pub(crate) fn check_output(output: &WitPayload, ceiling: u64) -> Result<(), Error> {
+    if payload_len(output) > ceiling {
+        return Err(Error::OutputTooLarge(ceiling));
+    }
+    check_contract(output)
+}
+
+/// Checks that an output in the `json` case holds one JSON document.
+///
+/// # Errors
+///
+/// [`Error::Guest`] for malformed JSON.
+pub(crate) fn check_contract(output: &WitPayload) -> Result<(), Error> {
+    match output {
+        WitPayload::Json(text) => serde_json::from_str::<IgnoredAny>(text)
+            .map(drop)
+            .map_err(|e| {
+                Error::Guest(format!(
+                    "the guest returned malformed JSON in the `json` case: {e}"
+                ))
+            }),
+        WitPayload::Bytes(_) => Ok(()),
+    }
+}
+
+pub(crate) fn payload_len(p: &WitPayload) -> u64 {
+    match p {
+        WitPayload::Json(text) => text.len() as u64,
+        WitPayload::Bytes(bytes) => bytes.len() as u64,
+    }
+}
+
+impl From<Payload> for WitPayload {
+    fn from(p: Payload) -> Self {
+        match p {
+            Payload::Json(text) => WitPayload::Json(text),
+            Payload::Bytes(bytes) => WitPayload::Bytes(bytes),
+        }
+    }
+}
+
+impl From<WitPayload> for Payload {
+    fn from(p: WitPayload) -> Self {
+        match p {
+            WitPayload::Json(text) => Payload::Json(text),
+            WitPayload::Bytes(bytes) => Payload::Bytes(bytes),
+        }
+    }
 }
 
 #[cfg(test)]

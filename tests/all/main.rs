@@ -7,6 +7,7 @@ mod limits;
 mod nested;
 mod payloads;
 mod s3;
+mod sandbox;
 mod scripts;
 mod serve;
 mod store;

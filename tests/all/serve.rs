@@ -20,6 +20,11 @@ struct Served {
 
 impl Served {
     fn start(args: &[&str]) -> Served {
+        Served::start_logging(args, "warn", Stdio::inherit())
+    }
+
+    /// Starts a server whose log (filtered by `rust_log`) goes to `log`.
+    fn start_logging(args: &[&str], rust_log: &str, log: Stdio) -> Served {
         let node = tempdir();
         let mut child = Command::new(BIN)
             .arg("serve")
@@ -27,9 +32,9 @@ impl Served {
             .args(args)
             .env("BURNCACHE_STORE", burncache::file_url(&node.join("store")))
             .env("BURNCACHE_ARTIFACTS", node.join("artifacts"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("start burncache serve");
         let stdout = child.stdout.take().expect("stdout");
@@ -660,4 +665,28 @@ async fn the_api_takes_scripts_as_it_takes_components() {
     assert_eq!(refused["error"]["kind"], "compile-failed");
     let message = refused["error"]["message"].as_str().expect("message");
     assert!(message.contains("line 1, column 28"), "{message}");
+}
+
+/// An HTTP guest that writes a thousand lines to stderr, asking for the stream anew
+/// each time, gets at most its request's log budget (32 KiB) into the server log.
+#[tokio::test]
+async fn an_http_guest_cannot_flood_the_log() {
+    let log_path = tempdir().join("server.log");
+    let log = std::fs::File::create(&log_path).expect("create the log");
+    let mut served = Served::start_logging(&[], "info", Stdio::from(log));
+    let caller = served.deploy(guests::HTTP_CALLER).await;
+    let response = served
+        .client
+        .get(served.url(&format!("/v1/http/{caller}/flood?lines=1000")))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.expect("body"), "wrote 1000 lines\n");
+    served.terminate();
+    let log = std::fs::read_to_string(&log_path).expect("read the log");
+    let logged = log.lines().filter(|l| l.contains("flood-line")).count();
+    // 112 bytes a line: 32 KiB holds 292 of them.
+    assert!((1..=300).contains(&logged), "{logged} guest lines logged");
+    assert!(log.contains("the rest is dropped"), "the cut is logged");
 }

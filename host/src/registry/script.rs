@@ -2,12 +2,12 @@
 //! component.
 //!
 //! A script is registered, stored and called by digest exactly as a component is; what
-//! differs is what "compiling" it means. The JavaScript runtime (QuickJS in a
+//! differs is what readying it means. The JavaScript runtime (QuickJS in a
 //! component, built from `runtimes/js` and embedded in this crate) is compiled once
 //! per node, or loaded from the artifact directory, however many scripts run on it.
 //! Registering a script checks it on that runtime once per digest (it parses, and it
 //! exports one function); each call then runs it in a fresh instance of the runtime,
-//! under the same ceilings as any component.
+//! in the sandbox, under the same ceilings as any component.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
@@ -15,10 +15,10 @@ use std::time::Instant;
 use wasmtime::component::{Component, Instance, Lift, WasmList};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
+use super::{Compiled, Readied, Registry, blocking};
 use crate::bindings::js::{JsRuntime, JsRuntimePre};
 use crate::bindings::{WitError, WitPayload};
-use crate::cache::{BurnCache, Compiled, Readied, blocking};
-use crate::call::{CallState, Sandbox, Scope, sandboxed};
+use crate::sandbox::{CallState, Grants, Host, Sandbox, Scope};
 use crate::stats::Counters;
 use crate::{Digest, Error, Limits};
 
@@ -33,44 +33,6 @@ static RUNTIME_KEY: LazyLock<Digest> = LazyLock::new(|| {
     keyed.extend_from_slice(RUNTIME);
     Digest::of(&keyed)
 });
-
-/// What registered bytes are, told by their content (never by a file name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceKind {
-    /// WebAssembly (a component, or something the compile step will refuse).
-    Component,
-    /// UTF-8 text: a JavaScript script.
-    Script,
-}
-
-impl SourceKind {
-    /// Tells a script from a component: WebAssembly starts with `\0asm`; anything
-    /// else that is non-empty, valid UTF-8 is a script. Other bytes are handed to the
-    /// component checks, which say what is wrong with them.
-    pub fn of(bytes: &[u8]) -> SourceKind {
-        if !bytes.is_empty() && !bytes.starts_with(b"\0asm") && std::str::from_utf8(bytes).is_ok() {
-            SourceKind::Script
-        } else {
-            SourceKind::Component
-        }
-    }
-
-    /// The file extension objects of this kind get in a store.
-    pub fn extension(self) -> &'static str {
-        match self {
-            SourceKind::Component => "wasm",
-            SourceKind::Script => "js",
-        }
-    }
-
-    /// The media type the HTTP API serves these bytes as.
-    pub fn media_type(self) -> &'static str {
-        match self {
-            SourceKind::Component => "application/wasm",
-            SourceKind::Script => "text/javascript",
-        }
-    }
-}
 
 /// A checked script, ready to run.
 #[derive(Clone)]
@@ -235,50 +197,63 @@ impl ComponentInstanceState for InstanceState<'_> {
     }
 }
 
-impl BurnCache {
+impl Registry {
     /// The JavaScript runtime, pre-initialized and compiled (or loaded from its
-    /// artifact) once per node.
-    pub(crate) async fn js_runtime(&self) -> Result<JsRuntimePre<CallState>, Error> {
-        // Not remembered when it fails: nothing about that is the script's fault, and
-        // the next script tries again.
-        self.inner
-            .js_runtime
-            .get_or_try_init(|| async {
-                let started = Instant::now();
-                let outcome = self.prepare_runtime().await;
-                let took = started.elapsed();
-                let counters = &self.inner.counters;
-                match &outcome {
-                    Ok((_, Readied::Compiled)) => {
-                        Counters::bump(&counters.runtime_compiles);
-                        tracing::info!(?took, "compiled the JavaScript runtime");
-                    }
-                    Ok((_, Readied::Loaded)) => {
-                        Counters::bump(&counters.runtime_loads);
-                        tracing::info!(?took, "loaded the compiled JavaScript runtime");
-                    }
-                    Err(e) => tracing::error!(?took, error = %e, "no JavaScript runtime"),
-                }
-                outcome.map(|(pre, _)| pre)
-            })
-            .await
-            .cloned()
+    /// artifact) once per node. The preparation runs in a task of its own, so it
+    /// finishes and is kept even if every caller waiting for it has gone.
+    pub(crate) async fn js_runtime(self: &Arc<Self>) -> Result<JsRuntimePre<CallState>, Error> {
+        if let Some(pre) = self.js_runtime.get() {
+            return Ok(pre.clone());
+        }
+        let registry = self.clone();
+        let task = tokio::spawn(async move {
+            // Not remembered when it fails: nothing about that is the script's fault,
+            // and the next script tries again.
+            registry
+                .js_runtime
+                .get_or_try_init(|| registry.prepare_runtime_counted())
+                .await
+                .cloned()
+        });
+        task.await
+            .unwrap_or_else(|e| Err(runtime_error("prepare", e)))
+    }
+
+    async fn prepare_runtime_counted(self: &Arc<Self>) -> Result<JsRuntimePre<CallState>, Error> {
+        let started = Instant::now();
+        let outcome = self.prepare_runtime().await;
+        let took = started.elapsed();
+        let counters = &self.counters;
+        match &outcome {
+            Ok((_, Readied::Compiled)) => {
+                Counters::bump(&counters.runtime_compiles);
+                tracing::info!(?took, "compiled the JavaScript runtime");
+            }
+            Ok((_, Readied::Loaded)) => {
+                Counters::bump(&counters.runtime_loads);
+                tracing::info!(?took, "loaded the compiled JavaScript runtime");
+            }
+            Err(e) => tracing::error!(?took, error = %e, "no JavaScript runtime"),
+        }
+        outcome.map(|(pre, _)| pre)
     }
 
     /// Loads the runtime's artifact, or else snapshots the runtime with its engine
     /// started, compiles the snapshot and saves it; then links it.
-    async fn prepare_runtime(&self) -> Result<(JsRuntimePre<CallState>, Readied), Error> {
-        let inner = self.inner.clone();
-        let loaded = blocking(move || Ok(inner.load_artifact(&RUNTIME_KEY))).await?;
+    async fn prepare_runtime(
+        self: &Arc<Self>,
+    ) -> Result<(JsRuntimePre<CallState>, Readied), Error> {
+        let registry = self.clone();
+        let loaded = blocking(move || Ok(registry.load_artifact(&RUNTIME_KEY))).await?;
         let (component, readied) = match loaded {
             Some(component) => (component, Readied::Loaded),
             None => {
                 let snapshot = self.snapshot_runtime().await?;
-                let inner = self.inner.clone();
+                let registry = self.clone();
                 let component = blocking(move || {
-                    let component = Component::new(&inner.engine, &snapshot)
+                    let component = Component::new(&registry.engine, &snapshot)
                         .map_err(|e| runtime_error("compile the snapshot", e))?;
-                    inner.save_artifact(&RUNTIME_KEY, &component);
+                    registry.save_artifact(&RUNTIME_KEY, &component);
                     Ok(component)
                 })
                 .await?;
@@ -286,7 +261,6 @@ impl BurnCache {
             }
         };
         let pre = self
-            .inner
             .linker
             .instantiate_pre(&component)
             .and_then(JsRuntimePre::new)
@@ -298,7 +272,7 @@ impl BurnCache {
     /// the instance's state (memory, globals) into a new component, so that each
     /// call's instance starts with QuickJS up instead of spending most of the call
     /// starting it.
-    async fn snapshot_runtime(&self) -> Result<Vec<u8>, Error> {
+    async fn snapshot_runtime(self: &Arc<Self>) -> Result<Vec<u8>, Error> {
         let mut wizer = Wizer::new();
         // The component still exports it (calling it again is harmless: it restarts
         // the engine), so the core function must stay.
@@ -306,14 +280,14 @@ impl BurnCache {
         let (context, instrumented) = wizer
             .instrument_component(RUNTIME)
             .map_err(|e| runtime_error("instrument", e))?;
-        let engine = self.engine().clone();
+        let engine = self.engine.clone();
         let component = blocking(move || {
             Component::new(&engine, &instrumented).map_err(|e| runtime_error("compile", e))
         })
         .await?;
-        let mut sandbox = Sandbox::new(Scope::top(self, &Limits::default()), None)?;
+        let host: Arc<dyn Host> = self.clone();
+        let mut sandbox = Sandbox::new(Scope::top(host, &Limits::default()), Grants::Sealed)?;
         let instance = self
-            .inner
             .linker
             .instantiate_async(&mut sandbox.store, &component)
             .await
@@ -341,46 +315,90 @@ impl BurnCache {
     }
 
     /// Checks a script on the runtime: it parses, and its top level runs and exports
-    /// one function. Runs under the node's default ceilings.
+    /// one function. Runs under the node's default ceilings, or within `within` (a
+    /// nested call's scope, capped by its caller's budget), and returns the fuel it
+    /// burned. A failure the script's own top level caused under the full default
+    /// ceilings is a `compile-failed`, remembered; one caused by a budget smaller
+    /// than that keeps its kind and is not.
     pub(crate) async fn check_script(
-        &self,
+        self: &Arc<Self>,
         digest: Digest,
         bytes: &[u8],
-    ) -> Result<Compiled, Error> {
+        within: Option<Scope>,
+    ) -> (Result<Compiled, Error>, u64) {
         let source: Arc<str> = match std::str::from_utf8(bytes) {
             Ok(text) => Arc::from(text),
-            Err(e) => return Err(Error::InvalidInput(format!("a script must be UTF-8: {e}"))),
+            Err(e) => {
+                return (
+                    Err(Error::InvalidInput(format!("a script must be UTF-8: {e}"))),
+                    0,
+                );
+            }
         };
-        let counters = &self.inner.counters;
+        let counters = &self.counters;
         Counters::bump(&counters.script_checks);
         let started = Instant::now();
-        let runtime = self.js_runtime().await?;
+        let runtime = match self.js_runtime().await {
+            Ok(runtime) => runtime,
+            Err(e) => return (Err(e), 0),
+        };
         let script = Script { source, runtime };
-        let outcome = sandboxed(Scope::top(self, &Limits::default()), async |sandbox| {
-            let instance = ScriptInstance::instantiate(sandbox, &script).await?;
-            match instance.check(sandbox).await {
-                Ok(checked) => checked,
-                Err(e) => Err(sandbox.classify(e)),
+        let config = &self.config;
+        let full = config.maxima.resolve(&config.defaults, &Limits::default());
+        let (scope, capped) = match within {
+            Some(scope) => {
+                let left = scope.deadline.saturating_duration_since(Instant::now());
+                let c = &scope.ceilings;
+                let capped =
+                    c.fuel < full.fuel || c.memory_bytes < full.memory_bytes || left < full.timeout;
+                (scope, capped)
             }
-        })
-        .await;
+            None => {
+                let host: Arc<dyn Host> = self.clone();
+                (Scope::top(host, &Limits::default()), false)
+            }
+        };
+        let sandbox = match Sandbox::new(scope, Grants::Sealed) {
+            Ok(sandbox) => sandbox,
+            Err(e) => return (Err(e), 0),
+        };
+        let outcome = sandbox
+            .run_uncounted(async |sandbox| {
+                let instance = ScriptInstance::instantiate(sandbox, &script).await?;
+                match instance.check(sandbox).await {
+                    Ok(checked) => checked,
+                    Err(e) => Err(sandbox.classify(e)),
+                }
+            })
+            .await;
         let took = started.elapsed();
         let result = outcome.result.map_err(|e| match e {
             e @ (Error::CompileFailed(_) | Error::Backend(_)) => e,
+            e @ (Error::FuelExhausted
+            | Error::Timeout
+            | Error::MemoryLimit
+            | Error::DepthExceeded(_))
+                if capped =>
+            {
+                e
+            }
             other => Error::CompileFailed(format!("the script's top level failed: {other}")),
         });
         match &result {
             Ok(()) => tracing::info!(%digest, ?took, "checked the script"),
             Err(e) => {
-                Counters::bump(&counters.compile_failures);
+                if matches!(e, Error::CompileFailed(_)) {
+                    Counters::bump(&counters.compile_failures);
+                }
                 tracing::warn!(%digest, ?took, error = %e, "script check failed");
             }
         }
-        result.map(|()| Compiled {
+        let compiled = result.map(|()| Compiled {
             digest,
             udf: None,
             proxy: None,
             script: Some(script),
-        })
+        });
+        (compiled, outcome.fuel_burned)
     }
 }

@@ -1,0 +1,129 @@
+//! Batches: many inputs through one instance, one Store and one budget, with a
+//! result per row.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Instance, Within};
+use crate::bindings::WitPayload;
+use crate::payload::{check_contract, check_input, payload_len};
+use crate::registry::{Compiled, Registry};
+use crate::sandbox::{Grants, Outcome, Sandbox};
+use crate::{Digest, Error, Payload};
+
+/// Runs every input through one fresh instance of `digest`: one Store, one fuel
+/// budget, one result per row. When a row traps, the rows are retried one at a time
+/// (a new instance after each trap, on what is left of the one budget), so the trap
+/// is pinned on its row and the others still run.
+pub(crate) async fn execute_batch(
+    registry: &Arc<Registry>,
+    digest: &Digest,
+    inputs: Vec<Payload>,
+    within: Within,
+) -> Outcome<Vec<Result<Payload, Error>>> {
+    let started = Instant::now();
+    let looked = registry.lookup(digest, within.nested()).await;
+    let spent = looked.fuel_burned;
+    let ready = looked
+        .result
+        .and_then(|compiled| {
+            match inputs
+                .iter()
+                .enumerate()
+                .find_map(|(i, p)| check_input(p).err().map(|e| (i, e)))
+            {
+                Some((row, e)) => Err(Error::InvalidInput(format!("row {row}: {e}"))),
+                None => Ok(compiled),
+            }
+        })
+        .and_then(|compiled| {
+            let sandbox = Sandbox::new(within.scope(registry, spent), Grants::Sealed)?;
+            Ok((compiled, sandbox))
+        });
+    let (compiled, sandbox) = match ready {
+        Ok(ready) => ready,
+        Err(e) => return Outcome::refused(&registry.counters, e, started).spent(spent),
+    };
+    let inputs: Vec<WitPayload> = inputs.into_iter().map(WitPayload::from).collect();
+    sandbox
+        .run(async |sandbox| {
+            let instance = Instance::new(sandbox, &compiled).await?;
+            match instance.call_batch(sandbox, &inputs).await {
+                Ok(rows) if rows.len() == inputs.len() => {
+                    let mut budget = OutputBudget::new(sandbox.output_ceiling());
+                    Ok(rows
+                        .into_iter()
+                        .map(|row| row.and_then(|payload| budget.take(payload)))
+                        .collect())
+                }
+                Ok(rows) => Err(Error::Trap(format!(
+                    "call-batch returned {} results for {} inputs",
+                    rows.len(),
+                    inputs.len()
+                ))),
+                Err(e) => match sandbox.classify(e) {
+                    Error::Trap(_) | Error::MemoryLimit => {
+                        row_by_row(sandbox, &compiled, &inputs).await
+                    }
+                    other => Err(other),
+                },
+            }
+        })
+        .await
+        .spent(spent)
+}
+
+/// After a batch trapped: every row on its own, on what is left of the same budget,
+/// with a fresh Store after each row that traps.
+async fn row_by_row(
+    sandbox: &mut Sandbox,
+    compiled: &Compiled,
+    inputs: &[WitPayload],
+) -> Result<Vec<Result<Payload, Error>>, Error> {
+    let mut budget = OutputBudget::new(sandbox.output_ceiling());
+    let mut out = Vec::with_capacity(inputs.len());
+    sandbox.renew()?;
+    let mut instance = Instance::new(sandbox, compiled).await?;
+    for (row, input) in inputs.iter().enumerate() {
+        let returned = instance.call(sandbox, input).await;
+        out.push(match returned {
+            Ok(row) => row.and_then(|payload| budget.take(payload)),
+            Err(e) => match sandbox.classify(e) {
+                // The budget is the batch's: once it is gone, the batch is.
+                e @ (Error::FuelExhausted | Error::Timeout) => return Err(e),
+                e => {
+                    if row + 1 < inputs.len() {
+                        sandbox.renew()?;
+                        instance = Instance::new(sandbox, compiled).await?;
+                    }
+                    Err(e)
+                }
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// The output ceiling of a batch, shared by its rows in order: a row that would take
+/// the total past the ceiling fails with `output-too-large`, alone, as does a row
+/// whose JSON is malformed.
+struct OutputBudget {
+    ceiling: u64,
+    used: u64,
+}
+
+impl OutputBudget {
+    fn new(ceiling: u64) -> OutputBudget {
+        OutputBudget { ceiling, used: 0 }
+    }
+
+    fn take(&mut self, payload: WitPayload) -> Result<Payload, Error> {
+        let len = payload_len(&payload);
+        if self.used.saturating_add(len) > self.ceiling {
+            return Err(Error::OutputTooLarge(self.ceiling));
+        }
+        check_contract(&payload)?;
+        self.used += len;
+        Ok(Payload::from(payload))
+    }
+}

@@ -1,0 +1,88 @@
+//! Running a `wasi:cli` command component once, uncached, in the sandbox under the
+//! same ceilings as a call, with its arguments, granted environment and stdio.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+use crate::registry::Registry;
+use crate::sandbox::{CallState, Grants, Host, Outcome, Sandbox, Scope};
+use crate::source::SourceKind;
+use crate::{Error, Limits};
+
+/// How to run a command.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Arguments after the program name.
+    pub args: Vec<String>,
+    /// Environment variables the command sees; nothing else of the host's leaks in.
+    pub env: Vec<(String, String)>,
+    /// The name the command sees as `argv[0]`.
+    pub program: String,
+    /// Ceilings; `output_bytes` caps what it writes to stdout and stderr together.
+    pub limits: Limits,
+}
+
+/// Runs a command component once and returns its exit code.
+pub(crate) async fn run_command(
+    registry: &Arc<Registry>,
+    bytes: Vec<u8>,
+    options: RunOptions,
+) -> Outcome<i32> {
+    let started = Instant::now();
+    let pre = match command_pre(registry, bytes).await {
+        Ok(pre) => pre,
+        Err(e) => return Outcome::refused(&registry.counters, e, started),
+    };
+    let host: Arc<dyn Host> = registry.clone();
+    let grants = Grants::Command {
+        program: &options.program,
+        args: &options.args,
+        env: &options.env,
+    };
+    let sandbox = match Sandbox::new(Scope::top(host, &options.limits), grants) {
+        Ok(sandbox) => sandbox,
+        Err(e) => return Outcome::refused(&registry.counters, e, started),
+    };
+    sandbox
+        .run(async |sandbox| {
+            let command = pre
+                .instantiate_async(&mut sandbox.store)
+                .await
+                .map_err(|e| sandbox.classify(e))?;
+            match command.wasi_cli_run().call_run(&mut sandbox.store).await {
+                Ok(Ok(())) => Ok(0),
+                Ok(Err(())) => Ok(1),
+                Err(e) => match e.downcast_ref::<I32Exit>() {
+                    Some(exit) => Ok(exit.0),
+                    None => Err(sandbox.classify(e)),
+                },
+            }
+        })
+        .await
+}
+
+async fn command_pre(
+    registry: &Arc<Registry>,
+    bytes: Vec<u8>,
+) -> Result<CommandPre<CallState>, Error> {
+    if SourceKind::of(&bytes) == SourceKind::Script {
+        return Err(Error::InvalidInput(
+            "this is a JavaScript script, not a wasi:cli command: call it with \
+             `burncache call`"
+                .to_string(),
+        ));
+    }
+    let component = registry.compile_once_off(bytes).await?;
+    let pre = registry
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| Error::CompileFailed(format!("cannot link: {e:#}")))?;
+    CommandPre::new(pre).map_err(|e| {
+        Error::InvalidInput(format!(
+            "not a wasi:cli command (it does not export `wasi:cli/run`): {e:#}"
+        ))
+    })
+}

@@ -1,0 +1,127 @@
+//! HTTP guests: one request served by a `wasi:http/proxy` component in a fresh
+//! sandbox, the way `wasmtime serve` serves one, under the same ceilings as any call.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::registry::Registry;
+use crate::sandbox::{Grants, Host, Outcome, Sandbox, Scope};
+use crate::{Digest, Error, Limits};
+
+/// A response from an HTTP guest. Its body may still be streaming from the guest.
+pub type HttpResponse = hyper::Response<HyperOutgoingBody>;
+
+/// What an HTTP guest's request ended as, once the guest has finished with it
+/// (which may be after the response head was sent).
+pub type HttpFinish = tokio::task::JoinHandle<Outcome<()>>;
+
+/// Serves one request with the HTTP guest `digest`; see
+/// [`BurnCache::handle_http`](crate::BurnCache::handle_http).
+pub(crate) async fn handle_http<B>(
+    registry: &Arc<Registry>,
+    digest: &Digest,
+    request: hyper::Request<B>,
+    limits: &Limits,
+    request_id: u64,
+) -> Result<(HttpResponse, HttpFinish), Error>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let started = Instant::now();
+    let prepared = prepare(registry, digest, request, limits, request_id).await;
+    let (sandbox, pre, request, out) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            let refused: Outcome<()> = Outcome::refused(&registry.counters, e, started);
+            return Err(refused.result.expect_err("refused"));
+        }
+    };
+    let (outparam, receiver) = out;
+    let finish = tokio::spawn(sandbox.run(async move |sandbox| {
+        let proxy = pre
+            .instantiate_async(&mut sandbox.store)
+            .await
+            .map_err(|e| sandbox.classify(e))?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut sandbox.store, request, outparam)
+            .await
+            .map_err(|e| sandbox.classify(e))
+    }));
+    match receiver.await {
+        Ok(Ok(response)) => Ok((response, finish)),
+        Ok(Err(code)) => {
+            let _ = finish.await;
+            Err(Error::Guest(format!(
+                "the guest answered with an error: {}",
+                describe(&code)
+            )))
+        }
+        // The guest dropped the response without setting it: the task says why.
+        Err(_) => match finish.await {
+            Ok(Outcome { result: Err(e), .. }) => Err(e),
+            Ok(Outcome { result: Ok(()), .. }) => Err(Error::Guest(
+                "the guest returned without setting a response".to_string(),
+            )),
+            Err(e) => Err(Error::Backend(format!("the request task failed: {e}"))),
+        },
+    }
+}
+
+type Prepared = (
+    Sandbox,
+    wasmtime_wasi_http::p2::bindings::ProxyPre<crate::sandbox::CallState>,
+    wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
+    (
+        wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
+        tokio::sync::oneshot::Receiver<Result<HttpResponse, ErrorCode>>,
+    ),
+);
+
+/// Everything up to the guest's start: the component, its sandbox, and the request
+/// and response handed into it.
+async fn prepare<B>(
+    registry: &Arc<Registry>,
+    digest: &Digest,
+    request: hyper::Request<B>,
+    limits: &Limits,
+    request_id: u64,
+) -> Result<Prepared, Error>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let compiled = registry.lookup(digest, None).await.result?;
+    let Some(pre) = compiled.proxy.clone() else {
+        if compiled.script.is_some() {
+            return Err(Error::InvalidInput(format!(
+                "{digest} is a JavaScript script, which is called as a function \
+                 (POST /v1/components/{digest}/call), not served as wasi:http"
+            )));
+        }
+        return Err(Error::InvalidInput(format!(
+            "component {digest} does not export `wasi:http/incoming-handler`, so it \
+             cannot serve HTTP"
+        )));
+    };
+    let host: Arc<dyn Host> = registry.clone();
+    let mut sandbox = Sandbox::new(Scope::top(host, limits), Grants::Log { request_id })?;
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let state = sandbox.store.data_mut();
+    let passed = state
+        .http()
+        .new_incoming_request(Scheme::Http, request)
+        .and_then(|request| Ok((request, state.http().new_response_outparam(sender)?)));
+    let (request, out) =
+        passed.map_err(|e| Error::InvalidInput(format!("cannot pass the request on: {e:#}")))?;
+    Ok((sandbox, pre, request, (out, receiver)))
+}
+
+fn describe(code: &ErrorCode) -> String {
+    format!("{code:?}")
+}

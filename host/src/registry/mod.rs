@@ -1,0 +1,466 @@
+//! The registry: from digest to a compiled, pre-linked component, each compiled
+//! exactly once per node whatever its callers do; fetched from the store and
+//! verified when this node does not hold it; published when registered here.
+
+mod script;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::artifacts::Artifacts;
+use crate::bindings::UdfPre;
+use crate::bindings::js::JsRuntimePre;
+use crate::engine::{self, Config};
+use crate::sandbox::{self, CallState, Scope};
+use crate::source::{SourceKind, check_is_component};
+use crate::stats::Counters;
+use crate::store::{Published, Store};
+use crate::{Digest, Error};
+
+pub(crate) use script::{Script, ScriptInstance};
+
+/// Everything a node holds: its engine and linker, its settings, the compile-once
+/// cells of the components it knows, the JavaScript runtime, and its counters.
+pub(crate) struct Registry {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<CallState>,
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    artifacts: Option<Artifacts>,
+    slots: Mutex<HashMap<Digest, Arc<Slot>>>,
+    /// Fetches from the store under way, so racing callers share one.
+    fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
+    /// Publishes started by `register`, for [`Registry::settle`].
+    publishing: Mutex<Vec<JoinHandle<()>>>,
+    /// The JavaScript runtime, compiled (or loaded) once, on the first script.
+    js_runtime: OnceCell<JsRuntimePre<CallState>>,
+}
+
+type Fetch = OnceCell<Result<Arc<[u8]>, Error>>;
+
+/// One digest's place in the registry: its bytes, and the outcome of compiling them
+/// once.
+struct Slot {
+    source: Arc<[u8]>,
+    compiled: OnceCell<Result<Arc<Compiled>, Error>>,
+    /// Whether the bytes still need publishing: true for bytes a caller handed in,
+    /// false for bytes that came from the store.
+    unpublished: AtomicBool,
+}
+
+/// How a component came to be ready.
+pub(crate) enum Readied {
+    Compiled,
+    Loaded,
+}
+
+/// A compiled component, linked against everything the host provides.
+pub(crate) struct Compiled {
+    pub(crate) digest: Digest,
+    /// Present when the component exports `burncache:host/function`.
+    pub(crate) udf: Option<UdfPre<CallState>>,
+    /// Present when the component exports `wasi:http/incoming-handler`.
+    pub(crate) proxy: Option<ProxyPre<CallState>>,
+    /// Present when the bytes are a JavaScript script (checked, and ready to run on
+    /// the JavaScript runtime).
+    pub(crate) script: Option<Script>,
+}
+
+/// A component looked up for a call, and the fuel its caller spent readying it (a
+/// script's check, when it ran within a nested call's budget).
+pub(crate) struct Looked {
+    pub(crate) result: Result<Arc<Compiled>, Error>,
+    pub(crate) fuel_burned: u64,
+}
+
+impl Registry {
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the engine or the artifact directory cannot be set up.
+    pub(crate) fn new(config: Config) -> Result<Registry, Error> {
+        let engine = engine::build(&config)?;
+        let artifacts = match &config.artifact_dir {
+            Some(dir) => Some(Artifacts::open(dir, &engine)?),
+            None => None,
+        };
+        engine::start_deadline_clock(&engine);
+        let linker = sandbox::linker(&engine)?;
+        Ok(Registry {
+            engine,
+            linker,
+            config,
+            counters: Counters::default(),
+            artifacts,
+            slots: Mutex::default(),
+            fetches: Mutex::default(),
+            publishing: Mutex::default(),
+            js_runtime: OnceCell::new(),
+        })
+    }
+
+    /// See [`BurnCache::register`](crate::BurnCache::register).
+    pub(crate) async fn register(self: &Arc<Self>, bytes: &[u8]) -> Result<Digest, Error> {
+        let digest = Digest::of(bytes);
+        let slot = match self.slot(&digest) {
+            Some(slot) => slot,
+            None => self.insert(digest, Arc::from(bytes), true),
+        };
+        self.ready(digest, &slot, None).await.result?;
+        // A plain load first keeps the hit path free of writes to shared memory.
+        if slot.unpublished.load(Ordering::Relaxed)
+            && slot.unpublished.swap(false, Ordering::Relaxed)
+        {
+            self.publish_in_background(digest, slot.source.clone());
+        }
+        Ok(digest)
+    }
+
+    /// See [`BurnCache::deploy`](crate::BurnCache::deploy).
+    pub(crate) async fn deploy(
+        self: &Arc<Self>,
+        bytes: &[u8],
+    ) -> Result<(Digest, Published), Error> {
+        let store = self.store()?;
+        let digest = Digest::of(bytes);
+        let slot = match self.slot(&digest) {
+            Some(slot) => slot,
+            None => self.insert(digest, Arc::from(bytes), false),
+        };
+        self.ready(digest, &slot, None).await.result?;
+        slot.unpublished.store(false, Ordering::Relaxed);
+        let published = store.publish(&digest, bytes).await?;
+        Ok((digest, published))
+    }
+
+    /// Waits for the publishes `register` started in the background.
+    pub(crate) async fn settle(&self) {
+        let pending = std::mem::take(&mut *lock(&self.publishing));
+        for task in pending {
+            let _ = task.await;
+        }
+    }
+
+    /// The configured store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when none is configured.
+    pub(crate) fn store(&self) -> Result<&Store, Error> {
+        self.config
+            .store
+            .as_ref()
+            .ok_or_else(|| Error::Backend("no store is configured for this node".to_string()))
+    }
+
+    pub(crate) fn forget(&self, digest: &Digest) -> bool {
+        self.lock().remove(digest).is_some()
+    }
+
+    pub(crate) fn source(&self, digest: &Digest) -> Option<Arc<[u8]>> {
+        self.slot(digest).map(|slot| slot.source.clone())
+    }
+
+    pub(crate) fn holds(&self, digest: &Digest) -> bool {
+        self.lock().contains_key(digest)
+    }
+
+    pub(crate) fn is_compiled(&self, digest: &Digest) -> bool {
+        self.slot(digest)
+            .is_some_and(|slot| matches!(slot.compiled.get(), Some(Ok(_))))
+    }
+
+    /// The component's bytes: held here, or fetched from the store (and verified)
+    /// without compiling them.
+    pub(crate) async fn fetch_source(&self, digest: &Digest) -> Result<Arc<[u8]>, Error> {
+        if let Some(slot) = self.slot(digest) {
+            return Ok(slot.source.clone());
+        }
+        let source = self.fetch(digest).await?;
+        Ok(self.insert(*digest, source, false).source.clone())
+    }
+
+    pub(crate) fn digests(&self) -> Vec<Digest> {
+        self.lock().keys().copied().collect()
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.lock().len() as u64
+    }
+
+    /// The compiled component for `digest`: held here, or fetched from the store and
+    /// readied. A nested call passes its scope as `within`, so that a script's check
+    /// it sets off runs on its budget.
+    pub(crate) async fn lookup(
+        self: &Arc<Self>,
+        digest: &Digest,
+        within: Option<&Scope>,
+    ) -> Looked {
+        let slot = match self.slot(digest) {
+            Some(slot) => slot,
+            None => match self.fetch(digest).await {
+                Ok(source) => self.insert(*digest, source, false),
+                Err(e) => {
+                    return Looked {
+                        result: Err(e),
+                        fuel_burned: 0,
+                    };
+                }
+            },
+        };
+        self.ready(*digest, &slot, within).await
+    }
+
+    /// The outcome of readying a slot, exactly once: the first caller starts the
+    /// work in a task of its own, which runs to its end and keeps its result even
+    /// if every caller waiting for it has gone.
+    async fn ready(
+        self: &Arc<Self>,
+        digest: Digest,
+        slot: &Arc<Slot>,
+        within: Option<&Scope>,
+    ) -> Looked {
+        if let Some(done) = slot.compiled.get() {
+            Counters::bump(&self.counters.hits);
+            return Looked {
+                result: done.clone(),
+                fuel_burned: 0,
+            };
+        }
+        Counters::bump(&self.counters.misses);
+        let registry = self.clone();
+        let slot = slot.clone();
+        let within = within.cloned();
+        let task = tokio::spawn(async move {
+            let mut fuel_burned = 0;
+            let readied = slot
+                .compiled
+                .get_or_try_init(|| async {
+                    let (outcome, fuel) = registry.make(digest, &slot.source, within).await;
+                    fuel_burned = fuel;
+                    match outcome {
+                        // Only what the bytes themselves decide is remembered; the
+                        // node's trouble, or a budget too small for a script's
+                        // check, is not: the next caller tries again.
+                        Err(e)
+                            if !matches!(e, Error::CompileFailed(_) | Error::InvalidInput(_)) =>
+                        {
+                            Err(e)
+                        }
+                        remembered => Ok(remembered.map(Arc::new)),
+                    }
+                })
+                .await;
+            let result = match readied {
+                Ok(remembered) => remembered.clone(),
+                Err(e) => Err(e),
+            };
+            Looked {
+                result,
+                fuel_burned,
+            }
+        });
+        task.await.unwrap_or_else(|e| Looked {
+            result: Err(Error::Backend(format!("the compile task failed: {e}"))),
+            fuel_burned: 0,
+        })
+    }
+
+    /// Readies bytes: checks a script on the JavaScript runtime, or compiles a
+    /// component. Returns the fuel a script's check burned.
+    async fn make(
+        self: &Arc<Self>,
+        digest: Digest,
+        source: &Arc<[u8]>,
+        within: Option<Scope>,
+    ) -> (Result<Compiled, Error>, u64) {
+        match SourceKind::of(source) {
+            SourceKind::Script => self.check_script(digest, source, within).await,
+            SourceKind::Component => (self.compile(digest, source.clone()).await, 0),
+        }
+    }
+
+    /// Fetches and verifies bytes from the store; racing callers share one fetch.
+    /// Failures are not remembered: a store that is down now may be up next time.
+    async fn fetch(&self, digest: &Digest) -> Result<Arc<[u8]>, Error> {
+        let Some(store) = &self.config.store else {
+            return Err(Error::NotFound(*digest));
+        };
+        let fetch = lock(&self.fetches).entry(*digest).or_default().clone();
+        let result = fetch
+            .get_or_init(|| async {
+                Counters::bump(&self.counters.fetches);
+                let fetched: Result<Arc<[u8]>, Error> = store.fetch(digest).await.map(Arc::from);
+                match &fetched {
+                    Ok(bytes) => {
+                        tracing::info!(%digest, bytes = bytes.len(), store = store.url(), "fetched")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%digest, store = store.url(), error = %e, "fetch failed")
+                    }
+                }
+                fetched
+            })
+            .await
+            .clone();
+        let mut fetches = lock(&self.fetches);
+        if fetches.get(digest).is_some_and(|f| Arc::ptr_eq(f, &fetch)) {
+            fetches.remove(digest);
+        }
+        result
+    }
+
+    fn publish_in_background(self: &Arc<Self>, digest: Digest, bytes: Arc<[u8]>) {
+        let Some(store) = self.config.store.clone() else {
+            return;
+        };
+        let registry = self.clone();
+        let task = tokio::spawn(async move {
+            match store.publish(&digest, &bytes).await {
+                Ok(published) => {
+                    Counters::bump(&registry.counters.publishes);
+                    tracing::debug!(%digest, store = store.url(), ?published, "published");
+                }
+                Err(e) => {
+                    Counters::bump(&registry.counters.publish_failures);
+                    tracing::warn!(%digest, error = %e, "could not publish a registered component");
+                }
+            }
+        });
+        let mut publishing = lock(&self.publishing);
+        publishing.retain(|task| !task.is_finished());
+        publishing.push(task);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Digest, Arc<Slot>>> {
+        lock(&self.slots)
+    }
+
+    fn slot(&self, digest: &Digest) -> Option<Arc<Slot>> {
+        self.lock().get(digest).cloned()
+    }
+
+    fn insert(&self, digest: Digest, source: Arc<[u8]>, unpublished: bool) -> Arc<Slot> {
+        self.lock()
+            .entry(digest)
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    source,
+                    compiled: OnceCell::new(),
+                    unpublished: AtomicBool::new(unpublished),
+                })
+            })
+            .clone()
+    }
+
+    /// Compiles a component (or loads its artifact) on the blocking pool, and counts
+    /// and logs how that went.
+    async fn compile(
+        self: &Arc<Self>,
+        digest: Digest,
+        source: Arc<[u8]>,
+    ) -> Result<Compiled, Error> {
+        let counters = &self.counters;
+        let registry = self.clone();
+        let started = Instant::now();
+        let outcome = blocking(move || registry.ready_component(digest, &source)).await;
+        let took = started.elapsed();
+        match &outcome {
+            Ok((_, Readied::Loaded)) => {
+                Counters::bump(&counters.artifact_loads);
+                tracing::info!(%digest, ?took, "loaded the compiled artifact");
+            }
+            Ok((_, Readied::Compiled)) => {
+                counters.record_compile(took, false);
+                tracing::info!(%digest, ?took, "compiled");
+            }
+            Err(e) => {
+                counters.record_compile(took, true);
+                tracing::warn!(%digest, ?took, error = %e, "compile failed");
+            }
+        }
+        outcome.map(|(compiled, _)| compiled)
+    }
+
+    /// Checks what the bytes are, then loads the compiled component this host saved
+    /// earlier or compiles it (saving the result), and links it against the host.
+    fn ready_component(&self, digest: Digest, bytes: &[u8]) -> Result<(Compiled, Readied), Error> {
+        let loaded = check_is_component(bytes)
+            .ok()
+            .and_then(|()| self.load_artifact(&digest));
+        let (component, readied) = match loaded {
+            Some(component) => (component, Readied::Loaded),
+            None => {
+                // Counted as it starts, so that a compile is counted even if no
+                // caller is left to hear how it ended.
+                Counters::bump(&self.counters.compiles);
+                check_is_component(bytes)?;
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| Error::CompileFailed(format!("{e:#}")))?;
+                self.save_artifact(&digest, &component);
+                (component, Readied::Compiled)
+            }
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::CompileFailed(format!("cannot link: {e:#}")))?;
+        let compiled = Compiled {
+            digest,
+            udf: UdfPre::new(pre.clone()).ok(),
+            proxy: ProxyPre::new(pre).ok(),
+            script: None,
+        };
+        Ok((compiled, readied))
+    }
+
+    /// Compiles bytes for one use, outside the cache (`burncache run`).
+    pub(crate) async fn compile_once_off(
+        self: &Arc<Self>,
+        bytes: Vec<u8>,
+    ) -> Result<Component, Error> {
+        check_is_component(&bytes)?;
+        let registry = self.clone();
+        blocking(move || {
+            Component::new(&registry.engine, &bytes)
+                .map_err(|e| Error::CompileFailed(format!("{e:#}")))
+        })
+        .await
+    }
+
+    /// The component compiled earlier under `key`, if the artifact directory has it.
+    fn load_artifact(&self, key: &Digest) -> Option<Component> {
+        self.artifacts.as_ref()?.load(&self.engine, key)
+    }
+
+    /// Saves a compiled component under `key`; a failure is logged, not fatal.
+    fn save_artifact(&self, key: &Digest, component: &Component) {
+        if let Some(artifacts) = &self.artifacts
+            && let Err(e) = artifacts.save(key, component)
+        {
+            tracing::warn!(%key, "{e}");
+        }
+    }
+}
+
+/// Runs CPU-heavy work (compiling, reading artifacts) on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(Error::Backend(format!("the compile task failed: {e}"))))
+}
+
+/// The map locks are never held across anything that can panic half-way through an
+/// update, so a poisoned lock still guards a consistent map.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
