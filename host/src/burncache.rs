@@ -79,7 +79,7 @@ impl BurnCache {
     /// (`Stats::publish_failures`) but does not fail the registration. Use
     /// [`BurnCache::deploy`] when publishing must succeed.
     pub async fn register(&self, bytes: &[u8]) -> Result<Digest, Error> {
-        Registry::register(&self.registry, bytes).await
+        Registry::register(&self.registry, bytes, None).await.0
     }
 
     /// Registers a component and publishes it to the store, waiting for the store.
@@ -316,17 +316,35 @@ impl Host for Registry {
         })
     }
 
-    fn register(self: Arc<Self>, bytes: Vec<u8>) -> BoxFuture<'static, Result<Digest, Error>> {
-        Box::pin(async move { Registry::register(&self, &bytes).await })
+    fn register(
+        self: Arc<Self>,
+        bytes: Vec<u8>,
+        scope: Scope,
+    ) -> BoxFuture<'static, Outcome<Digest>> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let (result, fuel_burned) = Registry::register(&self, &bytes, Some(&scope)).await;
+            Outcome {
+                result,
+                fuel_burned,
+                elapsed: started.elapsed(),
+            }
+        })
     }
 
     fn register_by_hash(
         self: Arc<Self>,
         digest: Digest,
-    ) -> BoxFuture<'static, Result<Digest, Error>> {
+        scope: Scope,
+    ) -> BoxFuture<'static, Outcome<Digest>> {
         Box::pin(async move {
-            let looked = self.lookup(&digest, None).await;
-            looked.result.map(|compiled| compiled.digest)
+            let started = std::time::Instant::now();
+            let looked = self.lookup(&digest, Some(&scope)).await;
+            Outcome {
+                result: looked.result.map(|compiled| compiled.digest),
+                fuel_burned: looked.fuel_burned,
+                elapsed: started.elapsed(),
+            }
         })
     }
 

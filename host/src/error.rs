@@ -22,7 +22,8 @@ pub enum Error {
     /// The call burned all the fuel it was given.
     #[error("the call ran out of fuel")]
     FuelExhausted,
-    /// The call tried to grow its memory past its ceiling.
+    /// The call tried to grow its memory past its ceiling, or to make the host
+    /// keep more state for it than its ceiling allows.
     #[error("the call tried to grow its memory past its ceiling")]
     MemoryLimit,
     /// The call ran past its wall-clock deadline.
@@ -34,7 +35,8 @@ pub enum Error {
     /// The guest trapped.
     #[error("the guest trapped: {0}")]
     Trap(String),
-    /// The guest returned an error of its own.
+    /// The guest returned an error of its own, or an output that breaks the
+    /// contract (text in the `json` case that is not one JSON document).
     #[error("the guest returned an error: {0}")]
     Guest(String),
     /// The input was rejected before anything ran.

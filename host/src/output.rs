@@ -176,6 +176,11 @@ pub(crate) struct GuestLog {
 /// How much of one call's guest output (stdout and stderr together) reaches the log.
 pub(crate) const GUEST_LOG_LIMIT: u64 = 32 * 1024;
 
+/// What each logged line costs the budget besides its text: a log event carries a
+/// timestamp, target and fields, so a guest writing empty lines cannot make the
+/// log hundreds of times larger than its budget.
+const LINE_COST: u64 = 128;
+
 impl GuestLog {
     /// The call's stdout and stderr, sharing one budget.
     pub(crate) fn pair(request_id: u64) -> (GuestLog, GuestLog) {
@@ -226,19 +231,26 @@ impl AsyncWrite for GuestLog {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let (granted, ran_dry) = self.take(buf.len());
-        if granted > 0 {
-            let text = String::from_utf8_lossy(&buf[..granted]);
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                tracing::info!(target: "burncache::guest", request_id = self.request_id, stream = self.stream, "{line}");
-            }
+        if self.left.load(Ordering::Relaxed) == 0 {
+            return Poll::Ready(Ok(buf.len()));
         }
-        if ran_dry {
-            tracing::warn!(
-                target: "burncache::guest",
-                request_id = self.request_id,
-                "the guest wrote more than {GUEST_LOG_LIMIT} bytes of output; the rest is dropped"
-            );
+        let text = String::from_utf8_lossy(buf);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let (granted, ran_dry) = self.take(line.len() + LINE_COST as usize);
+            if granted > LINE_COST as usize {
+                let end = line.floor_char_boundary(granted - LINE_COST as usize);
+                tracing::info!(target: "burncache::guest", request_id = self.request_id, stream = self.stream, "{}", &line[..end]);
+            }
+            if ran_dry {
+                tracing::warn!(
+                    target: "burncache::guest",
+                    request_id = self.request_id,
+                    "the guest wrote more than {GUEST_LOG_LIMIT} bytes of output; the rest is dropped"
+                );
+            }
+            if granted == 0 {
+                break;
+            }
         }
         // Report everything as written: dropping the excess is the point.
         Poll::Ready(Ok(buf.len()))

@@ -127,6 +127,14 @@ pub(crate) fn check_contract(output: &WitPayload) -> Result<(), Error> {
     }
 }
 
+/// Holds a guest's own error text to the output ceiling, as its output is.
+pub(crate) fn check_error(e: Error, ceiling: u64) -> Error {
+    match e {
+        Error::Guest(text) if text.len() as u64 > ceiling => Error::OutputTooLarge(ceiling),
+        e => e,
+    }
+}
+
 pub(crate) fn payload_len(p: &WitPayload) -> u64 {
     match p {
         WitPayload::Json(text) => text.len() as u64,

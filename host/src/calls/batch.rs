@@ -51,10 +51,7 @@ pub(crate) async fn execute_batch(
             match instance.call_batch(sandbox, &inputs).await {
                 Ok(rows) if rows.len() == inputs.len() => {
                     let mut budget = OutputBudget::new(sandbox.output_ceiling());
-                    Ok(rows
-                        .into_iter()
-                        .map(|row| row.and_then(|payload| budget.take(payload)))
-                        .collect())
+                    Ok(rows.into_iter().map(|row| budget.row(row)).collect())
                 }
                 Ok(rows) => Err(Error::Trap(format!(
                     "call-batch returned {} results for {} inputs",
@@ -87,7 +84,7 @@ async fn row_by_row(
     for (row, input) in inputs.iter().enumerate() {
         let returned = instance.call(sandbox, input).await;
         out.push(match returned {
-            Ok(row) => row.and_then(|payload| budget.take(payload)),
+            Ok(row) => budget.row(row),
             Err(e) => match sandbox.classify(e) {
                 // The budget is the batch's: once it is gone, the batch is.
                 e @ (Error::FuelExhausted | Error::Timeout) => return Err(e),
@@ -104,9 +101,10 @@ async fn row_by_row(
     Ok(out)
 }
 
-/// The output ceiling of a batch, shared by its rows in order: a row that would take
-/// the total past the ceiling fails with `output-too-large`, alone, as does a row
-/// whose JSON is malformed.
+/// The output ceiling of a batch, shared by its rows in order, outputs and the text of
+/// the guest's own errors alike: a row that would take the total past the ceiling
+/// fails with `output-too-large`, alone. A row whose JSON is malformed fails alone
+/// too.
 struct OutputBudget {
     ceiling: u64,
     used: u64,
@@ -117,13 +115,26 @@ impl OutputBudget {
         OutputBudget { ceiling, used: 0 }
     }
 
-    fn take(&mut self, payload: WitPayload) -> Result<Payload, Error> {
-        let len = payload_len(&payload);
+    fn row(&mut self, row: Result<WitPayload, Error>) -> Result<Payload, Error> {
+        match row {
+            Ok(payload) => {
+                self.take(payload_len(&payload))?;
+                check_contract(&payload)?;
+                Ok(Payload::from(payload))
+            }
+            Err(Error::Guest(text)) => {
+                self.take(text.len() as u64)?;
+                Err(Error::Guest(text))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn take(&mut self, len: u64) -> Result<(), Error> {
         if self.used.saturating_add(len) > self.ceiling {
             return Err(Error::OutputTooLarge(self.ceiling));
         }
-        check_contract(&payload)?;
         self.used += len;
-        Ok(Payload::from(payload))
+        Ok(())
     }
 }

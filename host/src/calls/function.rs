@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::{Instance, Within};
 use crate::bindings::WitPayload;
-use crate::payload::{check_input, check_output};
+use crate::payload::{check_error, check_input, check_output};
 use crate::registry::Registry;
 use crate::sandbox::{Grants, Outcome, Sandbox};
 use crate::{Digest, Payload};
@@ -38,7 +38,7 @@ pub(crate) async fn execute(
             let instance = Instance::new(sandbox, &compiled).await?;
             let output = match instance.call(sandbox, &input).await {
                 Ok(Ok(output)) => output,
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => return Err(check_error(e, sandbox.output_ceiling())),
                 Err(e) => return Err(sandbox.classify(e)),
             };
             check_output(&output, sandbox.output_ceiling())?;

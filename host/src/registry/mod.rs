@@ -2,6 +2,7 @@
 //! exactly once per node whatever its callers do; fetched from the store and
 //! verified when this node does not hold it; published when registered here.
 
+mod once;
 mod script;
 
 use std::collections::HashMap;
@@ -10,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::OnceCell;
+
+use self::once::{Made, Once};
 use tokio::task::JoinHandle;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
@@ -41,7 +44,7 @@ pub(crate) struct Registry {
     /// Publishes started by `register`, for [`Registry::settle`].
     publishing: Mutex<Vec<JoinHandle<()>>>,
     /// The JavaScript runtime, compiled (or loaded) once, on the first script.
-    js_runtime: OnceCell<JsRuntimePre<CallState>>,
+    js_runtime: Arc<Once<JsRuntimePre<CallState>>>,
 }
 
 type Fetch = OnceCell<Result<Arc<[u8]>, Error>>;
@@ -50,7 +53,7 @@ type Fetch = OnceCell<Result<Arc<[u8]>, Error>>;
 /// once.
 struct Slot {
     source: Arc<[u8]>,
-    compiled: OnceCell<Result<Arc<Compiled>, Error>>,
+    compiled: Arc<Once<Arc<Compiled>>>,
     /// Whether the bytes still need publishing: true for bytes a caller handed in,
     /// false for bytes that came from the store.
     unpublished: AtomicBool,
@@ -102,25 +105,34 @@ impl Registry {
             slots: Mutex::default(),
             fetches: Mutex::default(),
             publishing: Mutex::default(),
-            js_runtime: OnceCell::new(),
+            js_runtime: Arc::default(),
         })
     }
 
-    /// See [`BurnCache::register`](crate::BurnCache::register).
-    pub(crate) async fn register(self: &Arc<Self>, bytes: &[u8]) -> Result<Digest, Error> {
+    /// See [`BurnCache::register`](crate::BurnCache::register). A guest registering
+    /// bytes passes its scope as `within`, so that a script's check runs on its
+    /// budget; returns the fuel that burned.
+    pub(crate) async fn register(
+        self: &Arc<Self>,
+        bytes: &[u8],
+        within: Option<&Scope>,
+    ) -> (Result<Digest, Error>, u64) {
         let digest = Digest::of(bytes);
         let slot = match self.slot(&digest) {
             Some(slot) => slot,
             None => self.insert(digest, Arc::from(bytes), true),
         };
-        self.ready(digest, &slot, None).await.result?;
+        let looked = self.ready(digest, &slot, within).await;
+        if let Err(e) = looked.result {
+            return (Err(e), looked.fuel_burned);
+        }
         // A plain load first keeps the hit path free of writes to shared memory.
         if slot.unpublished.load(Ordering::Relaxed)
             && slot.unpublished.swap(false, Ordering::Relaxed)
         {
             self.publish_in_background(digest, slot.source.clone());
         }
-        Ok(digest)
+        (Ok(digest), looked.fuel_burned)
     }
 
     /// See [`BurnCache::deploy`](crate::BurnCache::deploy).
@@ -218,9 +230,9 @@ impl Registry {
         self.ready(*digest, &slot, within).await
     }
 
-    /// The outcome of readying a slot, exactly once: the first caller starts the
-    /// work in a task of its own, which runs to its end and keeps its result even
-    /// if every caller waiting for it has gone.
+    /// The outcome of readying a slot, once (see [`Once`]): a compile, or a
+    /// script's check, runs in a task of its own and keeps its outcome even if every
+    /// caller waiting for it has gone.
     async fn ready(
         self: &Arc<Self>,
         digest: Digest,
@@ -235,55 +247,40 @@ impl Registry {
             };
         }
         Counters::bump(&self.counters.misses);
-        let registry = self.clone();
-        let slot = slot.clone();
-        let within = within.cloned();
-        let task = tokio::spawn(async move {
-            let mut fuel_burned = 0;
-            let readied = slot
-                .compiled
-                .get_or_try_init(|| async {
-                    let (outcome, fuel) = registry.make(digest, &slot.source, within).await;
-                    fuel_burned = fuel;
-                    match outcome {
-                        // Only what the bytes themselves decide is remembered; the
-                        // node's trouble, or a budget too small for a script's
-                        // check, is not: the next caller tries again.
-                        Err(e)
-                            if !matches!(e, Error::CompileFailed(_) | Error::InvalidInput(_)) =>
-                        {
-                            Err(e)
-                        }
-                        remembered => Ok(remembered.map(Arc::new)),
-                    }
-                })
-                .await;
-            let result = match readied {
-                Ok(remembered) => remembered.clone(),
-                Err(e) => Err(e),
-            };
-            Looked {
-                result,
-                fuel_burned,
-            }
-        });
-        task.await.unwrap_or_else(|e| Looked {
-            result: Err(Error::Backend(format!("the compile task failed: {e}"))),
-            fuel_burned: 0,
+        let (result, fuel_burned) = Once::get_or_make(&slot.compiled, || {
+            let registry = self.clone();
+            let source = slot.source.clone();
+            let within = within.cloned();
+            async move { registry.make(digest, &source, within).await }
         })
+        .await;
+        Looked {
+            result,
+            fuel_burned,
+        }
     }
 
     /// Readies bytes: checks a script on the JavaScript runtime, or compiles a
-    /// component. Returns the fuel a script's check burned.
+    /// component. What the bytes themselves decide (compiled, or refused) is kept;
+    /// the node's trouble is not, nor what a script's check ran into on a nested
+    /// call's budget (see [`Registry::check_script`]).
     async fn make(
         self: &Arc<Self>,
         digest: Digest,
         source: &Arc<[u8]>,
         within: Option<Scope>,
-    ) -> (Result<Compiled, Error>, u64) {
+    ) -> Made<Arc<Compiled>> {
         match SourceKind::of(source) {
             SourceKind::Script => self.check_script(digest, source, within).await,
-            SourceKind::Component => (self.compile(digest, source.clone()).await, 0),
+            SourceKind::Component => {
+                let outcome = self.compile(digest, source.clone()).await.map(Arc::new);
+                let keep = !matches!(outcome, Err(Error::Backend(_)));
+                Made {
+                    outcome,
+                    keep,
+                    fuel_burned: 0,
+                }
+            }
         }
     }
 
@@ -353,7 +350,7 @@ impl Registry {
             .or_insert_with(|| {
                 Arc::new(Slot {
                     source,
-                    compiled: OnceCell::new(),
+                    compiled: Arc::default(),
                     unpublished: AtomicBool::new(unpublished),
                 })
             })

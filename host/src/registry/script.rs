@@ -15,6 +15,7 @@ use std::time::Instant;
 use wasmtime::component::{Component, Instance, Lift, WasmList};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
+use super::once::{Made, Once};
 use super::{Compiled, Readied, Registry, blocking};
 use crate::bindings::js::{JsRuntime, JsRuntimePre};
 use crate::bindings::{WitError, WitPayload};
@@ -199,24 +200,27 @@ impl ComponentInstanceState for InstanceState<'_> {
 
 impl Registry {
     /// The JavaScript runtime, pre-initialized and compiled (or loaded from its
-    /// artifact) once per node. The preparation runs in a task of its own, so it
-    /// finishes and is kept even if every caller waiting for it has gone.
+    /// artifact) once per node. The preparation runs in a task of its own (see
+    /// [`Once`](super::once::Once)), so it finishes and is kept even if every caller
+    /// waiting for it has gone. A failure is not kept: nothing about it is a
+    /// script's fault, and the next script tries again.
     pub(crate) async fn js_runtime(self: &Arc<Self>) -> Result<JsRuntimePre<CallState>, Error> {
-        if let Some(pre) = self.js_runtime.get() {
+        if let Some(Ok(pre)) = self.js_runtime.get() {
             return Ok(pre.clone());
         }
-        let registry = self.clone();
-        let task = tokio::spawn(async move {
-            // Not remembered when it fails: nothing about that is the script's fault,
-            // and the next script tries again.
-            registry
-                .js_runtime
-                .get_or_try_init(|| registry.prepare_runtime_counted())
-                .await
-                .cloned()
-        });
-        task.await
-            .unwrap_or_else(|e| Err(runtime_error("prepare", e)))
+        let (pre, _) = Once::get_or_make(&self.js_runtime, || {
+            let registry = self.clone();
+            async move {
+                let outcome = registry.prepare_runtime_counted().await;
+                Made {
+                    keep: outcome.is_ok(),
+                    outcome,
+                    fuel_burned: 0,
+                }
+            }
+        })
+        .await;
+        pre
     }
 
     async fn prepare_runtime_counted(self: &Arc<Self>) -> Result<JsRuntimePre<CallState>, Error> {
@@ -316,51 +320,51 @@ impl Registry {
 
     /// Checks a script on the runtime: it parses, and its top level runs and exports
     /// one function. Runs under the node's default ceilings, or within `within` (a
-    /// nested call's scope, capped by its caller's budget), and returns the fuel it
-    /// burned. A failure the script's own top level caused under the full default
-    /// ceilings is a `compile-failed`, remembered; one caused by a budget smaller
-    /// than that keeps its kind and is not.
+    /// nested call's scope, capped by its caller's budget, which is charged the fuel
+    /// the check burns). Only a check under the node's defaults decides for good: a
+    /// failure there is a `compile-failed`, kept. A check within a nested call keeps
+    /// only success; its failures are the caller's to see (a budget that ran out
+    /// keeps its kind), and the next caller checks again.
     pub(crate) async fn check_script(
         self: &Arc<Self>,
         digest: Digest,
         bytes: &[u8],
         within: Option<Scope>,
-    ) -> (Result<Compiled, Error>, u64) {
+    ) -> Made<Arc<Compiled>> {
         let source: Arc<str> = match std::str::from_utf8(bytes) {
             Ok(text) => Arc::from(text),
             Err(e) => {
-                return (
-                    Err(Error::InvalidInput(format!("a script must be UTF-8: {e}"))),
-                    0,
-                );
+                return Made {
+                    outcome: Err(Error::InvalidInput(format!("a script must be UTF-8: {e}"))),
+                    keep: true,
+                    fuel_burned: 0,
+                };
             }
         };
         let counters = &self.counters;
         Counters::bump(&counters.script_checks);
         let started = Instant::now();
+        let nested = within.is_some();
+        let unkept = |e| Made {
+            outcome: Err(e),
+            keep: false,
+            fuel_burned: 0,
+        };
         let runtime = match self.js_runtime().await {
             Ok(runtime) => runtime,
-            Err(e) => return (Err(e), 0),
+            Err(e) => return unkept(e),
         };
         let script = Script { source, runtime };
-        let config = &self.config;
-        let full = config.maxima.resolve(&config.defaults, &Limits::default());
-        let (scope, capped) = match within {
-            Some(scope) => {
-                let left = scope.deadline.saturating_duration_since(Instant::now());
-                let c = &scope.ceilings;
-                let capped =
-                    c.fuel < full.fuel || c.memory_bytes < full.memory_bytes || left < full.timeout;
-                (scope, capped)
-            }
+        let scope = match within {
+            Some(scope) => scope,
             None => {
                 let host: Arc<dyn Host> = self.clone();
-                (Scope::top(host, &Limits::default()), false)
+                Scope::top(host, &Limits::default())
             }
         };
         let sandbox = match Sandbox::new(scope, Grants::Sealed) {
             Ok(sandbox) => sandbox,
-            Err(e) => return (Err(e), 0),
+            Err(e) => return unkept(e),
         };
         let outcome = sandbox
             .run_uncounted(async |sandbox| {
@@ -378,7 +382,7 @@ impl Registry {
             | Error::Timeout
             | Error::MemoryLimit
             | Error::DepthExceeded(_))
-                if capped =>
+                if nested =>
             {
                 e
             }
@@ -393,12 +397,25 @@ impl Registry {
                 tracing::warn!(%digest, ?took, error = %e, "script check failed");
             }
         }
-        let compiled = result.map(|()| Compiled {
-            digest,
-            udf: None,
-            proxy: None,
-            script: Some(script),
-        });
-        (compiled, outcome.fuel_burned)
+        let keep = match &result {
+            Ok(()) => true,
+            Err(Error::Backend(_)) => false,
+            Err(_) => !nested,
+        };
+        let outcome_fuel = outcome.fuel_burned;
+        Made {
+            outcome: result.map(|()| {
+                Arc::new(Compiled {
+                    digest,
+                    udf: None,
+                    proxy: None,
+                    script: Some(script),
+                })
+            }),
+            keep,
+            // A check under the node's defaults is counted by the node, not charged
+            // to whichever caller happened to start it.
+            fuel_burned: if nested { outcome_fuel } else { 0 },
+        }
     }
 }

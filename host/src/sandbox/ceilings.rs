@@ -3,12 +3,14 @@
 //! header maps, data copied into host calls, random bytes) capped from the same
 //! ceiling.
 //!
-//! The bound, per call (README, "Ceilings"): guest linear memory and tables together
-//! stay within the memory ceiling `M`; host-side state the guest creates stays
-//! within about `max(M, 16 MiB)` (at most `resource_capacity(M)` table entries, the
-//! largest of which, a header map, holds at most [`FIELD_SIZE_LIMIT`] bytes); one
-//! host call copies at most `max(M, 1 MiB)` bytes out of the guest. So a call costs
-//! the host at most about twice its ceiling, plus a fixed few KiB for its Store.
+//! The bound, per call (README, "What a call costs the host, at most"): guest linear
+//! memory and tables together stay within the memory ceiling `M`; host-side state
+//! the guest creates stays within about `max(2M, 32 MiB)`: at most
+//! `resource_capacity(M)` table entries, none of which holds more than about
+//! 128 KiB of the guest's making (a header map at most [`FIELD_SIZE_LIMIT`]; an
+//! outgoing request at most four [`URI_PART_LIMIT`] strings; an outgoing body at
+//! most [`BODY_CHUNKS`] + 1 chunks of [`BODY_CHUNK`]); one host call copies at most
+//! `max(M, 1 MiB)` bytes out of the guest, transiently.
 
 use wasmtime::ResourceLimiter;
 
@@ -24,12 +26,29 @@ const TABLE_ELEMENTS: usize = 100_000;
 /// far smaller than this on the wire.
 pub(crate) const FIELD_SIZE_LIMIT: usize = 64 * 1024;
 
+/// What the largest entry a guest can make the host keep holds, at most, rounded
+/// down to a power of two for the count: an outgoing body with its buffered chunks.
+const ENTRY_BYTES: u64 = 64 * 1024;
+
 /// The fewest resource-table entries a call gets, whatever its ceiling: room for any
 /// real guest's streams, pollables, requests and header maps.
 const MIN_RESOURCES: u64 = 256;
 
 /// The most resource-table entries a call gets (wasmtime's default is a million).
 const MAX_RESOURCES: u64 = 16 * 1024;
+
+/// The most live component-model handles a call may hold (wasmtime's default is
+/// 100,000): a handle costs the host a few words.
+pub(crate) const COMPONENT_HANDLES: usize = 16 * 1024;
+
+/// The most bytes a guest may set as an outgoing request's authority, path, method
+/// or scheme: far beyond any real one (servers refuse request lines over 8 KiB).
+pub(crate) const URI_PART_LIMIT: usize = 8 * 1024;
+
+/// The size of one chunk of an outgoing body the host buffers (wasmtime's default
+/// is 1 MiB), and how many it buffers.
+pub(crate) const BODY_CHUNK: usize = 64 * 1024;
+pub(crate) const BODY_CHUNKS: usize = 1;
 
 /// The most random bytes a guest may ask the host for in one call of
 /// `wasi:random`; the host allocates them before handing them over.
@@ -39,9 +58,9 @@ pub(crate) const RANDOM_LIMIT: u64 = 1 << 20;
 const MIN_HOSTCALL_BYTES: u64 = 1 << 20;
 
 /// How many entries a call's resource table may hold under a memory ceiling of
-/// `memory` bytes: enough header maps, each full, to fill the ceiling once.
+/// `memory` bytes: enough of the largest entries to fill the ceiling about twice.
 pub(crate) fn resource_capacity(memory: u64) -> usize {
-    let entries = (memory / FIELD_SIZE_LIMIT as u64).clamp(MIN_RESOURCES, MAX_RESOURCES);
+    let entries = (memory / ENTRY_BYTES).clamp(MIN_RESOURCES, MAX_RESOURCES);
     usize::try_from(entries).unwrap_or(usize::MAX)
 }
 

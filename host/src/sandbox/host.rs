@@ -44,12 +44,19 @@ pub(crate) trait Host: Send + Sync + 'static {
         scope: Scope,
     ) -> BoxFuture<'static, Outcome<Vec<Result<Payload, Error>>>>;
 
-    fn register(self: Arc<Self>, bytes: Vec<u8>) -> BoxFuture<'static, Result<Digest, Error>>;
+    /// Registers bytes; a script's check runs within `scope`.
+    fn register(
+        self: Arc<Self>,
+        bytes: Vec<u8>,
+        scope: Scope,
+    ) -> BoxFuture<'static, Outcome<Digest>>;
 
+    /// Readies a digest; a script's check runs within `scope`.
     fn register_by_hash(
         self: Arc<Self>,
         digest: Digest,
-    ) -> BoxFuture<'static, Result<Digest, Error>>;
+        scope: Scope,
+    ) -> BoxFuture<'static, Outcome<Digest>>;
 
     fn forget(&self, digest: &Digest) -> bool;
 }
@@ -88,24 +95,36 @@ fn denied(what: &str) -> Error {
     ))
 }
 
-async fn register(store: StoreContextMut<'_, CallState>, bytes: Vec<u8>) -> Returned<String> {
+async fn register(mut store: StoreContextMut<'_, CallState>, bytes: Vec<u8>) -> Returned<String> {
     let host = store.data().scope.host.clone();
     if !host.config().allow_guest_register {
         return answer(Err(denied("register")));
     }
-    answer(host.register(bytes).await.map(|d| d.to_string()))
+    let fuel_left = store.get_fuel()?;
+    let child = match child_scope(&store, None, fuel_left) {
+        Ok(child) => child,
+        Err(e) => return answer(Err(e)),
+    };
+    let outcome = host.register(bytes, child).await;
+    charge(&mut store, fuel_left, outcome.fuel_burned)?;
+    answer(outcome.result.map(|d| d.to_string()))
 }
 
 async fn register_by_hash(
-    store: StoreContextMut<'_, CallState>,
+    mut store: StoreContextMut<'_, CallState>,
     digest: String,
 ) -> Returned<String> {
-    let host = store.data().scope.host.clone();
-    let result = match Digest::parse(&digest) {
-        Ok(digest) => host.register_by_hash(digest).await.map(|d| d.to_string()),
-        Err(e) => Err(e),
+    let fuel_left = store.get_fuel()?;
+    let found = Digest::parse(&digest)
+        .and_then(|digest| Ok((digest, child_scope(&store, None, fuel_left)?)));
+    let (digest, child) = match found {
+        Ok(found) => found,
+        Err(e) => return answer(Err(e)),
     };
-    answer(result)
+    let host = child.host.clone();
+    let outcome = host.register_by_hash(digest, child).await;
+    charge(&mut store, fuel_left, outcome.fuel_burned)?;
+    answer(outcome.result.map(|d| d.to_string()))
 }
 
 async fn execute(
@@ -156,10 +175,20 @@ fn child_call(
     fuel_left: u64,
 ) -> Result<(Digest, Scope), Error> {
     let digest = Digest::parse(digest)?;
+    let child = child_scope(store, limits, fuel_left)?;
+    Ok((digest, child))
+}
+
+/// The scope of work a guest sets off in the node: one level deeper, capped by what
+/// the caller has left of every ceiling.
+fn child_scope(
+    store: &StoreContextMut<'_, CallState>,
+    limits: Option<WitLimits>,
+    fuel_left: u64,
+) -> Result<Scope, Error> {
     let limits = limits.map(Limits::from).unwrap_or_default();
     let state = store.data();
-    let child = state.scope.child(&limits, fuel_left, state.memory.left())?;
-    Ok((digest, child))
+    state.scope.child(&limits, fuel_left, state.memory.left())
 }
 
 async fn forget(store: StoreContextMut<'_, CallState>, digest: String) -> Returned<()> {

@@ -171,6 +171,7 @@ pub(crate) fn linker(engine: &Engine) -> Result<Linker<CallState>, Error> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker))
+        .and_then(|()| state::limit_outgoing_requests(&mut linker))
         .and_then(|()| host::add_to_linker(&mut linker))
         .map_err(|e| Error::Backend(format!("cannot set up the linker: {e:#}")))?;
     Ok(linker)
@@ -337,7 +338,10 @@ fn host_state_full(err: &wasmtime::Error) -> bool {
         ) || matches!(
             cause.downcast_ref::<FieldMapError>(),
             Some(FieldMapError::TotalSizeTooBig | FieldMapError::TooManyFields)
-        ) || cause.to_string().contains("fuel allocated for hostcalls")
+        ) || {
+            let text = cause.to_string();
+            text.contains("fuel allocated for hostcalls") || text.contains("handle limit exceeded")
+        }
     })
 }
 
@@ -349,7 +353,7 @@ fn new_store(scope: Scope, grants: &Grants<'_>) -> Result<Store<CallState>, Erro
     let mut store = Store::new(&engine, CallState::new(scope, grants));
     store.limiter(|state| &mut state.memory);
     store.set_hostcall_fuel(ceilings::hostcall_bytes(ceilings.memory_bytes));
-    store.set_max_component_handles(ceilings::resource_capacity(ceilings.memory_bytes));
+    store.set_max_component_handles(ceilings::COMPONENT_HANDLES);
     let setup = |store: &mut Store<CallState>| -> wasmtime::Result<()> {
         store.set_fuel(ceilings.fuel)?;
         store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))?;

@@ -2,12 +2,20 @@
 //! base (no filesystem, network, environment or inherited stdio), with the grants
 //! of each call kind added explicitly.
 
-use wasmtime::component::ResourceTable;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::{
+    HostOutgoingRequest as OutgoingRequestMethods, Method, Scheme,
+};
+use wasmtime_wasi_http::p2::types::HostOutgoingRequest;
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::Scope;
-use super::ceilings::{FIELD_SIZE_LIMIT, MemoryCeiling, RANDOM_LIMIT, resource_capacity};
+use super::ceilings::{
+    BODY_CHUNK, BODY_CHUNKS, FIELD_SIZE_LIMIT, MemoryCeiling, RANDOM_LIMIT, URI_PART_LIMIT,
+    resource_capacity,
+};
 use crate::output::{Capture, GuestLog, OutputBudget, PassThrough};
 
 /// How much of a sealed guest's stderr is kept to explain a trap.
@@ -136,6 +144,16 @@ pub(crate) struct SealedHttp;
 type Sent = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
 
 impl WasiHttpHooks for SealedHttp {
+    // An outgoing body's buffer is host memory a guest fills without holding it
+    // itself: kept small (see `ceilings`).
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        BODY_CHUNKS
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_CHUNK
+    }
+
     fn send_request(
         &mut self,
         _request: http::Request<WasiBody>,
@@ -147,4 +165,72 @@ impl WasiHttpHooks for SealedHttp {
     > {
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
+}
+
+/// The `wasi:http/types` version the host links (guests asking for any 0.2.x get it).
+const HTTP_TYPES: &str = "wasi:http/types@0.2.12";
+
+type SetResult = wasmtime::Result<(Result<(), ()>,)>;
+
+/// Shadows the setters of an outgoing request's authority, path, method and scheme
+/// with ones that refuse (with the setter's own error) text longer than
+/// [`URI_PART_LIMIT`]: wasi-http keeps whatever text a guest sets, and a guest could
+/// otherwise make every request it holds as large as what one host call may copy.
+pub(crate) fn limit_outgoing_requests(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut types = linker.instance(HTTP_TYPES)?;
+    types.func_wrap(
+        "[method]outgoing-request.set-authority",
+        |mut store: StoreContextMut<'_, CallState>,
+         (request, authority): (Resource<HostOutgoingRequest>, Option<String>)|
+         -> SetResult {
+            if too_long(authority.as_deref()) {
+                return Ok((Err(()),));
+            }
+            Ok((store.data_mut().http().set_authority(request, authority)?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-path-with-query",
+        |mut store: StoreContextMut<'_, CallState>,
+         (request, path): (Resource<HostOutgoingRequest>, Option<String>)|
+         -> SetResult {
+            if too_long(path.as_deref()) {
+                return Ok((Err(()),));
+            }
+            Ok((store.data_mut().http().set_path_with_query(request, path)?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-method",
+        |mut store: StoreContextMut<'_, CallState>,
+         (request, method): (Resource<HostOutgoingRequest>, Method)|
+         -> SetResult {
+            if let Method::Other(other) = &method
+                && too_long(Some(other))
+            {
+                return Ok((Err(()),));
+            }
+            Ok((store.data_mut().http().set_method(request, method)?,))
+        },
+    )?;
+    types.func_wrap(
+        "[method]outgoing-request.set-scheme",
+        |mut store: StoreContextMut<'_, CallState>,
+         (request, scheme): (Resource<HostOutgoingRequest>, Option<Scheme>)|
+         -> SetResult {
+            if let Some(Scheme::Other(other)) = &scheme
+                && too_long(Some(other))
+            {
+                return Ok((Err(()),));
+            }
+            Ok((store.data_mut().http().set_scheme(request, scheme)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+fn too_long(text: Option<&str>) -> bool {
+    text.is_some_and(|t| t.len() > URI_PART_LIMIT)
 }
