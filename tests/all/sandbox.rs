@@ -49,6 +49,76 @@ async fn header_maps_a_guest_builds_are_bounded_by_its_memory_ceiling() {
     assert_eq!(value(&out), json!({"calls": 1}));
 }
 
+/// Outgoing requests keep what a guest sets on them: an authority far longer than a
+/// real one is refused with the setter's own error, and requests kept without end
+/// fill the call's table and end it as `memory-limit`.
+#[tokio::test]
+async fn outgoing_requests_a_guest_keeps_are_bounded() {
+    let cache = cache();
+    let digest = register(&cache, guests::ADVERSARY).await;
+    let limits = Limits {
+        memory_bytes: Some(16 << 20),
+        ..Limits::default()
+    };
+    let err = cache
+        .execute(
+            &digest,
+            json(json!({"op": "requests", "len": 1 << 20})),
+            &limits,
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, Error::Guest(m) if m.contains("authority refused after 0")),
+        "{err}"
+    );
+    let err = cache
+        .execute(
+            &digest,
+            json(json!({"op": "requests", "len": 4000})),
+            &limits,
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::MemoryLimit, "{err}");
+}
+
+/// A guest's own error text is output too: held to the output ceiling, alone and
+/// across a batch's rows.
+#[tokio::test]
+async fn a_guests_error_text_counts_against_the_output_ceiling() {
+    let cache = cache();
+    let digest = register(&cache, guests::ADVERSARY).await;
+    let limits = Limits {
+        output_bytes: Some(1 << 20),
+        ..Limits::default()
+    };
+    let long = |len: u64| json(json!({"op": "fail-long", "len": len}));
+    let err = cache
+        .execute(&digest, long(2 << 20), &limits)
+        .await
+        .expect_err("too large");
+    assert_eq!(err, Error::OutputTooLarge(1 << 20));
+
+    let rows = cache
+        .execute_batch(&digest, vec![long(400_000); 4], &limits)
+        .await
+        .expect("batch");
+    let kinds: Vec<_> = rows
+        .iter()
+        .map(|row| row.as_ref().expect_err("a failed row").kind())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ErrorKind::Guest,
+            ErrorKind::Guest,
+            ErrorKind::OutputTooLarge,
+            ErrorKind::OutputTooLarge
+        ]
+    );
+}
+
 /// A caller holding 8 MiB of its 16 MiB asks for a gigabyte for its child: the child
 /// gets at most the 8 MiB left.
 #[tokio::test]
@@ -162,10 +232,11 @@ async fn malformed_json_output_is_a_classified_failure() {
     assert_eq!(cache.stats().failed(ErrorKind::Guest), 1);
 }
 
-/// A component that takes a while to compile: many functions, each a little work.
+/// A component that takes a while to compile (about a second here): many functions,
+/// each a little work.
 fn slow_to_compile() -> Vec<u8> {
     let mut wat = String::from("(component (core module\n");
-    for i in 0..12_000 {
+    for i in 0..5_000 {
         wat.push_str(&format!(
             "(func (export \"f{i}\") (param i32) (result i32) local.get 0 i32.const {i} \
              i32.add i32.const 7 i32.mul local.get 0 i32.xor i32.const 3 i32.rotl)\n"
