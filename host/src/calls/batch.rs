@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Instance, Within};
+use super::{Instance, Within, prepare};
 use crate::bindings::WitPayload;
 use crate::payload::{check_contract, check_input, payload_len};
 use crate::registry::{Compiled, Registry};
-use crate::sandbox::{Grants, Outcome, Sandbox};
+use crate::sandbox::{Outcome, Sandbox};
 use crate::{Digest, Error, Payload};
 
 /// Runs every input through one fresh instance of `digest`: one Store, one fuel
@@ -22,27 +22,17 @@ pub(crate) async fn execute_batch(
     within: Within,
 ) -> Outcome<Vec<Result<Payload, Error>>> {
     let started = Instant::now();
-    let looked = registry.lookup(digest, within.nested()).await;
-    let spent = looked.fuel_burned;
-    let ready = looked
-        .result
-        .and_then(|compiled| {
-            match inputs
-                .iter()
-                .enumerate()
-                .find_map(|(i, p)| check_input(p).err().map(|e| (i, e)))
-            {
-                Some((row, e)) => Err(Error::InvalidInput(format!("row {row}: {e}"))),
-                None => Ok(compiled),
-            }
-        })
-        .and_then(|compiled| {
-            let sandbox = Sandbox::new(within.scope(registry, spent), Grants::Sealed)?;
-            Ok((compiled, sandbox))
-        });
-    let (compiled, sandbox) = match ready {
-        Ok(ready) => ready,
-        Err(e) => return Outcome::refused(&registry.counters, e, started).spent(spent),
+    let check = || match inputs
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| check_input(p).err().map(|e| (i, e)))
+    {
+        Some((row, e)) => Err(Error::InvalidInput(format!("row {row}: {e}"))),
+        None => Ok(()),
+    };
+    let (compiled, sandbox, spent) = match prepare(registry, digest, within, check).await {
+        Ok(prepared) => prepared,
+        Err((e, spent)) => return Outcome::refused(&registry.counters, e, started).spent(spent),
     };
     let inputs: Vec<WitPayload> = inputs.into_iter().map(WitPayload::from).collect();
     sandbox

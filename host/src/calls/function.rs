@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Instance, Within};
+use super::{Instance, Within, prepare};
 use crate::bindings::WitPayload;
 use crate::payload::{check_error, check_input, check_output};
 use crate::registry::Registry;
-use crate::sandbox::{Grants, Outcome, Sandbox};
+use crate::sandbox::Outcome;
 use crate::{Digest, Payload};
 
 /// Runs the function `digest` on `input` in a fresh instance.
@@ -19,18 +19,10 @@ pub(crate) async fn execute(
     within: Within,
 ) -> Outcome<Payload> {
     let started = Instant::now();
-    let looked = registry.lookup(digest, within.nested()).await;
-    let spent = looked.fuel_burned;
-    let ready = looked
-        .result
-        .and_then(|compiled| check_input(&input).map(|()| compiled))
-        .and_then(|compiled| {
-            let sandbox = Sandbox::new(within.scope(registry, spent), Grants::Sealed)?;
-            Ok((compiled, sandbox))
-        });
-    let (compiled, sandbox) = match ready {
-        Ok(ready) => ready,
-        Err(e) => return Outcome::refused(&registry.counters, e, started).spent(spent),
+    let prepared = prepare(registry, digest, within, || check_input(&input)).await;
+    let (compiled, sandbox, spent) = match prepared {
+        Ok(prepared) => prepared,
+        Err((e, spent)) => return Outcome::refused(&registry.counters, e, started).spent(spent),
     };
     let input = WitPayload::from(input);
     sandbox

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use crate::bindings::{Udf, UdfPre, WitPayload};
 use crate::registry::{Compiled, Registry, ScriptInstance};
-use crate::sandbox::{CallState, Host, Sandbox, Scope};
-use crate::{Error, Limits};
+use crate::sandbox::{CallState, Grants, Host, Sandbox, Scope};
+use crate::{Digest, Error, Limits};
 
 pub(crate) use batch::execute_batch;
 pub use command::RunOptions;
@@ -52,6 +52,27 @@ impl Within {
             }
         }
     }
+}
+
+/// Everything up to a function call's start: its component looked up (a script's
+/// check on a nested call's budget), its inputs checked by `check`, and its sandbox
+/// made. Returns the fuel readying the component burned, also with a failure.
+async fn prepare(
+    registry: &Arc<Registry>,
+    digest: &Digest,
+    within: Within,
+    check: impl FnOnce() -> Result<(), Error>,
+) -> Result<(Arc<Compiled>, Sandbox, u64), (Error, u64)> {
+    let looked = registry.lookup(digest, within.nested()).await;
+    let spent = looked.fuel_burned;
+    let ready = looked
+        .result
+        .and_then(|compiled| check().map(|()| compiled))
+        .and_then(|compiled| {
+            let sandbox = Sandbox::new(within.scope(registry, spent), Grants::Sealed)?;
+            Ok((compiled, sandbox, spent))
+        });
+    ready.map_err(|e| (e, spent))
 }
 
 /// An instance a function call runs in.
