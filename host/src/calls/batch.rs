@@ -83,7 +83,7 @@ async fn row_by_row(
                         sandbox.renew()?;
                         instance = Instance::new(sandbox, compiled).await?;
                     }
-                    Err(e)
+                    budget.row(Err(e))
                 }
             },
         });
@@ -92,7 +92,7 @@ async fn row_by_row(
 }
 
 /// The output ceiling of a batch, shared by its rows in order, outputs and the text of
-/// the guest's own errors alike: a row that would take the total past the ceiling
+/// the guest's errors and traps (a trap's carries the start of its stderr) alike: a row that would take the total past the ceiling
 /// fails with `output-too-large`, alone. A row whose JSON is malformed fails alone
 /// too.
 struct OutputBudget {
@@ -112,9 +112,12 @@ impl OutputBudget {
                 check_contract(&payload)?;
                 Ok(Payload::from(payload))
             }
-            Err(Error::Guest(text)) => {
+            Err(e @ (Error::Guest(_) | Error::Trap(_))) => {
+                let (Error::Guest(text) | Error::Trap(text)) = &e else {
+                    return Err(e);
+                };
                 self.take(text.len() as u64)?;
-                Err(Error::Guest(text))
+                Err(e)
             }
             Err(e) => Err(e),
         }

@@ -1,15 +1,20 @@
 //! HTTP guests: one request served by a `wasi:http/proxy` component in a fresh
 //! sandbox, the way `wasmtime serve` serves one, under the same ceilings as any call.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
+
+use tokio::sync::oneshot;
+use wasmtime::component::Resource;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::registry::Registry;
-use crate::sandbox::{Grants, Host, Outcome, Sandbox, Scope};
+use crate::sandbox::{CallState, Grants, Host, Outcome, Sandbox, Scope};
 use crate::{Digest, Error, Limits};
 
 /// A response from an HTTP guest. Its body may still be streaming from the guest.
@@ -41,7 +46,7 @@ where
             return Err(refused.result.expect_err("refused"));
         }
     };
-    let (outparam, receiver) = out;
+    let (outparam, receiver, answer) = out;
     let finish = tokio::spawn(sandbox.run(async move |sandbox| {
         let proxy = pre
             .instantiate_async(&mut sandbox.store)
@@ -51,15 +56,24 @@ where
             .wasi_http_incoming_handler()
             .call_handle(&mut sandbox.store, request, outparam)
             .await
-            .map_err(|e| sandbox.classify(e))
+            .map_err(|e| sandbox.classify(e))?;
+        // The guest returned: it must have answered with a response.
+        match &*answer.lock().unwrap_or_else(PoisonError::into_inner) {
+            Answer::Response => Ok(()),
+            Answer::Error(code) => Err(Error::Guest(format!(
+                "the guest answered with an error: {code}"
+            ))),
+            Answer::None => Err(Error::Guest(
+                "the guest returned without setting a response".to_string(),
+            )),
+        }
     }));
     match receiver.await {
         Ok(Ok(response)) => Ok((response, finish)),
         Ok(Err(code)) => {
             let _ = finish.await;
             Err(Error::Guest(format!(
-                "the guest answered with an error: {}",
-                describe(&code)
+                "the guest answered with an error: {code:?}"
             )))
         }
         // The guest dropped the response without setting it: the task says why.
@@ -73,13 +87,21 @@ where
     }
 }
 
+/// What the guest answered through its response outparam, as the host saw it.
+enum Answer {
+    None,
+    Response,
+    Error(String),
+}
+
 type Prepared = (
     Sandbox,
-    wasmtime_wasi_http::p2::bindings::ProxyPre<crate::sandbox::CallState>,
-    wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
+    ProxyPre<CallState>,
+    Resource<HostIncomingRequest>,
     (
-        wasmtime::component::Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
-        tokio::sync::oneshot::Receiver<Result<HttpResponse, ErrorCode>>,
+        Resource<HostResponseOutparam>,
+        oneshot::Receiver<Result<HttpResponse, ErrorCode>>,
+        Arc<Mutex<Answer>>,
     ),
 );
 
@@ -111,17 +133,26 @@ where
     };
     let host: Arc<dyn Host> = registry.clone();
     let mut sandbox = Sandbox::new(Scope::top(host, limits), Grants::Log { request_id })?;
-    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let (sender, receiver) = oneshot::channel();
+    let answer = Arc::new(Mutex::new(Answer::None));
+    let seen = answer.clone();
+    let send = move |response: Result<HttpResponse, ErrorCode>| {
+        *seen.lock().unwrap_or_else(PoisonError::into_inner) = match &response {
+            Ok(_) => Answer::Response,
+            Err(code) => Answer::Error(format!("{code:?}")),
+        };
+        // The caller may have gone; the guest's work is counted all the same.
+        let _ = sender.send(response);
+    };
     let state = sandbox.store.data_mut();
     let passed = state
         .http()
         .new_incoming_request(Scheme::Http, request)
-        .and_then(|request| Ok((request, state.http().new_response_outparam(sender)?)));
-    let (request, out) =
+        .and_then(|request| {
+            let outparam = state.http().new_response_outparam_from_callback(send)?;
+            Ok((request, outparam))
+        });
+    let (request, outparam) =
         passed.map_err(|e| Error::InvalidInput(format!("cannot pass the request on: {e:#}")))?;
-    Ok((sandbox, pre, request, (out, receiver)))
-}
-
-fn describe(code: &ErrorCode) -> String {
-    format!("{code:?}")
+    Ok((sandbox, pre, request, (outparam, receiver, answer)))
 }

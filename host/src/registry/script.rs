@@ -322,9 +322,9 @@ impl Registry {
     /// one function. Runs under the node's default ceilings, or within `within` (a
     /// nested call's scope, capped by its caller's budget, which is charged the fuel
     /// the check burns). Only a check under the node's defaults decides for good: a
-    /// failure there is a `compile-failed`, kept. A check within a nested call keeps
-    /// only success; its failures are the caller's to see (a budget that ran out
-    /// keeps its kind), and the next caller checks again.
+    /// failure there is a `compile-failed`, kept (unless it timed out). A check
+    /// within a nested call keeps only success; its failures are the caller's to see
+    /// (a budget that ran out keeps its kind), and the next caller checks again.
     pub(crate) async fn check_script(
         self: &Arc<Self>,
         digest: Digest,
@@ -376,6 +376,13 @@ impl Registry {
             })
             .await;
         let took = started.elapsed();
+        // What the script decides is kept: a check that timed out may only have met
+        // a busy node, and a check on a nested call's budget met that budget.
+        let keep = match &outcome.result {
+            Ok(()) => true,
+            Err(Error::Backend(_) | Error::Timeout) => false,
+            Err(_) => !nested,
+        };
         let result = outcome.result.map_err(|e| match e {
             e @ (Error::CompileFailed(_) | Error::Backend(_)) => e,
             e @ (Error::FuelExhausted
@@ -397,11 +404,7 @@ impl Registry {
                 tracing::warn!(%digest, ?took, error = %e, "script check failed");
             }
         }
-        let keep = match &result {
-            Ok(()) => true,
-            Err(Error::Backend(_)) => false,
-            Err(_) => !nested,
-        };
+
         let outcome_fuel = outcome.fuel_burned;
         Made {
             outcome: result.map(|()| {

@@ -5,12 +5,12 @@
 //!
 //! The bound, per call (README, "What a call costs the host, at most"): guest linear
 //! memory and tables together stay within the memory ceiling `M`; host-side state
-//! the guest creates stays within about `max(2M, 32 MiB)`: at most
+//! the guest creates stays within about `max(1.2 M, 36 MiB)`: at most
 //! `resource_capacity(M)` table entries, none of which holds more than about
-//! 128 KiB of the guest's making (a header map at most [`FIELD_SIZE_LIMIT`]; an
-//! outgoing request at most four [`URI_PART_LIMIT`] strings; an outgoing body at
-//! most [`BODY_CHUNKS`] + 1 chunks of [`BODY_CHUNK`]); one host call copies at most
-//! `max(M, 1 MiB)` bytes out of the guest, transiently.
+//! 288 KiB of the guest's making (a header map at most [`FIELD_SIZE_LIMIT`]; an
+//! outgoing request its headers, four [`URI_PART_LIMIT`] strings and a finished
+//! body of [`BODY_CHUNKS`] + 1 chunks of [`BODY_CHUNK`] with trailers); one host
+//! call copies at most `max(M, 1 MiB)` bytes out of the guest, transiently.
 
 use wasmtime::ResourceLimiter;
 
@@ -26,13 +26,14 @@ const TABLE_ELEMENTS: usize = 100_000;
 /// far smaller than this on the wire.
 pub(crate) const FIELD_SIZE_LIMIT: usize = 64 * 1024;
 
-/// What the largest entry a guest can make the host keep holds, at most, rounded
-/// down to a power of two for the count: an outgoing body with its buffered chunks.
-const ENTRY_BYTES: u64 = 64 * 1024;
+/// What the largest entry a guest can make the host keep holds, at most, about: an
+/// outgoing request with a full header map, four full URI parts, and a finished body
+/// holding its buffered chunks and a full map of trailers (288 KiB).
+const ENTRY_BYTES: u64 = 256 * 1024;
 
 /// The fewest resource-table entries a call gets, whatever its ceiling: room for any
 /// real guest's streams, pollables, requests and header maps.
-const MIN_RESOURCES: u64 = 256;
+const MIN_RESOURCES: u64 = 128;
 
 /// The most resource-table entries a call gets (wasmtime's default is a million).
 const MAX_RESOURCES: u64 = 16 * 1024;
@@ -58,7 +59,7 @@ pub(crate) const RANDOM_LIMIT: u64 = 1 << 20;
 const MIN_HOSTCALL_BYTES: u64 = 1 << 20;
 
 /// How many entries a call's resource table may hold under a memory ceiling of
-/// `memory` bytes: enough of the largest entries to fill the ceiling about twice.
+/// `memory` bytes: enough of the largest entries to fill the ceiling about once.
 pub(crate) fn resource_capacity(memory: u64) -> usize {
     let entries = (memory / ENTRY_BYTES).clamp(MIN_RESOURCES, MAX_RESOURCES);
     usize::try_from(entries).unwrap_or(usize::MAX)
@@ -156,8 +157,8 @@ mod tests {
 
     #[test]
     fn host_side_caps_follow_the_ceiling() {
-        assert_eq!(resource_capacity(0), 256);
-        assert_eq!(resource_capacity(64 << 20), 1024);
+        assert_eq!(resource_capacity(0), 128);
+        assert_eq!(resource_capacity(64 << 20), 256);
         assert_eq!(resource_capacity(u64::MAX), 16 * 1024);
         assert_eq!(hostcall_bytes(0), 1 << 20);
         assert_eq!(hostcall_bytes(64 << 20), 64 << 20);

@@ -13,7 +13,7 @@ mod host;
 mod state;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Linker, ResourceTableError};
@@ -80,6 +80,7 @@ impl Scope {
         let tree = Arc::new(Tree {
             live: AtomicU32::new(0),
             max: config.max_depth.saturating_add(1),
+            uncharged: AtomicU64::new(0),
         });
         Scope {
             deadline: Instant::now() + ceilings.timeout,
@@ -124,7 +125,7 @@ impl Scope {
         Ok(Scope {
             host: self.host.clone(),
             depth,
-            deadline: Instant::now() + ceilings.timeout,
+            deadline: (Instant::now() + ceilings.timeout).min(self.deadline),
             ceilings,
             tree: self.tree.clone(),
         })
@@ -138,6 +139,9 @@ impl Scope {
 struct Tree {
     live: AtomicU32,
     max: u32,
+    /// Fuel burned by nested calls that were cut off (their caller's deadline
+    /// passed while they ran) before their caller could be charged for it.
+    uncharged: AtomicU64,
 }
 
 /// A Store's place in its call tree, given back when the Store is dropped.
@@ -187,7 +191,20 @@ pub(crate) struct Sandbox {
     /// Fuel burned by the Stores this one replaced (see [`Sandbox::renew`]).
     burned_before: u64,
     started: Instant,
-    _slot: TreeSlot,
+    /// Whether its outcome was handed back (and so its fuel to whoever charges it).
+    settled: bool,
+    slot: TreeSlot,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // A nested call cut off before it could hand back its outcome: its fuel
+        // still counts, on its call tree.
+        if !self.settled && self.scope().depth > 0 {
+            let burned = self.fuel_burned();
+            self.slot.0.uncharged.fetch_add(burned, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Sandbox {
@@ -206,7 +223,8 @@ impl Sandbox {
             fuel: budget,
             burned_before: 0,
             started: Instant::now(),
-            _slot: slot,
+            settled: false,
+            slot,
         })
     }
 
@@ -292,7 +310,7 @@ impl Sandbox {
         }
         let outcome = Outcome {
             result,
-            fuel_burned: self.fuel_burned(),
+            fuel_burned: self.settle(),
             elapsed: self.started.elapsed(),
         };
         let scope = self.scope();
@@ -315,7 +333,7 @@ impl Sandbox {
         let result = tokio::time::timeout_at(deadline, work(&mut self))
             .await
             .unwrap_or(Err(Error::Timeout));
-        let fuel_burned = self.fuel_burned();
+        let fuel_burned = self.settle();
         if self.scope().depth == 0 {
             self.scope().host.counters().add_fuel(fuel_burned);
         }
@@ -323,6 +341,18 @@ impl Sandbox {
             result,
             fuel_burned,
             elapsed: self.started.elapsed(),
+        }
+    }
+
+    /// The fuel this call burned, to hand back with its outcome: a top-level call's
+    /// includes what nested calls cut off by its deadline burned.
+    fn settle(&mut self) -> u64 {
+        self.settled = true;
+        let burned = self.fuel_burned();
+        if self.scope().depth == 0 {
+            burned.saturating_add(self.slot.0.uncharged.swap(0, Ordering::Relaxed))
+        } else {
+            burned
         }
     }
 }
