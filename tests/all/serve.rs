@@ -690,3 +690,71 @@ async fn an_http_guest_cannot_flood_the_log() {
     assert!((1..=300).contains(&logged), "{logged} guest lines logged");
     assert!(log.contains("the rest is dropped"), "the cut is logged");
 }
+
+/// The in-flight gauge of a server, once it settles at `value` (at most 20 s).
+async fn in_flight_settles_at(served: &Served, value: f64) -> f64 {
+    let mut seen = f64::NAN;
+    for _ in 0..200 {
+        seen = metric(&served.metrics("/metrics").await, "burncache_in_flight");
+        if seen == value {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+/// Clients that hang up during function calls give their slots back: the gauge
+/// returns to 0 and the node serves as before.
+#[tokio::test]
+async fn clients_that_hang_up_during_calls_leave_no_slot_taken() {
+    let served = Served::start(&["--max-in-flight", "4"]);
+    let adversary = served.deploy(guests::ADVERSARY).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    for _ in 0..6 {
+        let hung_up = impatient
+            .post(served.url(&format!("/v1/components/{adversary}/call")))
+            .header("content-type", "application/json")
+            .body(json!({"op": "sleep", "ms": 3000}).to_string())
+            .send()
+            .await;
+        assert!(hung_up.is_err(), "the client gave up first");
+    }
+    assert_eq!(in_flight_settles_at(&served, 0.0).await, 0.0);
+    let (status, body) = served
+        .call(&adversary, &json!({"op": "counter"}), &[])
+        .await;
+    assert_eq!((status, body), (200, json!({"calls": 1})));
+}
+
+/// An HTTP guest whose client hangs up keeps its slot until it has finished: with
+/// one slot, the next request is refused while the guest runs on, and served once
+/// it is done; the gauge returns to 0.
+#[tokio::test]
+async fn an_http_guest_keeps_its_slot_until_it_finishes() {
+    let served = Served::start(&["--max-in-flight", "1"]);
+    let caller = served.deploy(guests::HTTP_CALLER).await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let hung_up = impatient
+        .get(served.url(&format!("/v1/http/{caller}/sleep?ms=4000")))
+        .send()
+        .await;
+    assert!(hung_up.is_err(), "the client gave up first");
+    let quick = served.url(&format!("/v1/http/{caller}/sleep?ms=0"));
+    let refused = served.client.get(&quick).send().await.expect("GET");
+    assert_eq!(
+        refused.status(),
+        503,
+        "the sleeping guest still holds the slot"
+    );
+    assert_eq!(in_flight_settles_at(&served, 0.0).await, 0.0);
+    let served_now = served.client.get(&quick).send().await.expect("GET");
+    assert_eq!(served_now.status(), 200);
+    assert_eq!(served_now.text().await.expect("body"), "slept 0 ms\n");
+}

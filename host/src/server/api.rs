@@ -285,14 +285,11 @@ async fn call(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) 
     Ok((with_fuel(response, outcome.fuel_burned), log))
 }
 
-/// Runs guest code in an in-flight slot, or refuses at once when none is free.
+/// Runs guest code in an in-flight slot, or refuses at once when none is free. A
+/// client that hangs up cancels the call: its instance is freed, and so is its slot.
 async fn guarded<T>(server: &Server, work: impl Future<Output = T>) -> Result<T, Refusal> {
-    let permit = server.admit().ok_or(Refusal::Overloaded)?;
-    server.metrics.in_flight.inc();
-    let done = work.await;
-    server.metrics.in_flight.dec();
-    drop(permit);
-    Ok(done)
+    let _admission = server.admit().ok_or(Refusal::Overloaded)?;
+    Ok(work.await)
 }
 
 fn typed(body: Body, content_type: &'static str) -> Response<Body> {

@@ -16,8 +16,10 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::atomic::AtomicI64;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::{BurnCache, Digest, Error, ErrorKind, Limits};
@@ -62,6 +64,20 @@ impl Default for ServerConfig {
 
 /// The response body every route answers with (guests stream; the API does not).
 pub(crate) type Body = HyperOutgoingBody;
+
+/// An admitted request's in-flight slot and its place on the in-flight gauge, both
+/// given back when it is dropped: however the request ends (an answer, an error, a
+/// client that hung up), and for an HTTP guest only once the guest has finished.
+pub(crate) struct Admission {
+    _permit: OwnedSemaphorePermit,
+    in_flight: Gauge<i64, AtomicI64>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+    }
+}
 
 pub(crate) struct Server {
     pub(crate) cache: BurnCache,
@@ -226,12 +242,16 @@ impl Server {
     }
 
     /// Takes an in-flight slot; `None` (counted as a rejection) when all are taken.
-    pub(crate) fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let permit = self.slots.clone().try_acquire_owned().ok();
-        if permit.is_none() {
+    pub(crate) fn admit(&self) -> Option<Admission> {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             self.metrics.reject("overloaded");
-        }
-        permit
+            return None;
+        };
+        self.metrics.in_flight.inc();
+        Some(Admission {
+            _permit: permit,
+            in_flight: self.metrics.in_flight.clone(),
+        })
     }
 
     /// The answer when no slot is free: 503 at once, rather than a queue.
@@ -257,7 +277,7 @@ impl Server {
         rewrite: Option<String>,
         id: u64,
     ) -> (Response<Body>, RequestLog) {
-        let Some(permit) = self.admit() else {
+        let Some(admission) = self.admit() else {
             return (self.overloaded(), RequestLog::default());
         };
         let mut request = request;
@@ -278,20 +298,22 @@ impl Server {
                 .headers_mut()
                 .insert(header::HOST, header::HeaderValue::from_static("localhost"));
         }
-        self.metrics.in_flight.inc();
-        let handled = self
-            .cache
-            .handle_http(&digest, request, &self.config.limits, id)
-            .await;
-        match handled {
-            Ok((response, finish)) => {
-                let server = self.clone();
-                // The slot is held until the guest is done with the body too.
-                tokio::spawn(async move {
-                    let outcome = finish.await;
-                    server.metrics.in_flight.dec();
-                    drop(permit);
-                    if let Ok(outcome) = outcome {
+        // The guest runs in a task of its own that holds the request's slot until
+        // the guest has finished, body included: a client that hangs up does not
+        // free the slot while its guest runs on (to its end or its deadline).
+        let (reply, replied) = oneshot::channel();
+        let server = self.clone();
+        tokio::spawn(async move {
+            let _admission = admission;
+            let limits = server.config.limits;
+            match server
+                .cache
+                .handle_http(&digest, request, &limits, id)
+                .await
+            {
+                Ok((response, finish)) => {
+                    let _ = reply.send(Ok(response));
+                    if let Ok(outcome) = finish.await {
                         tracing::debug!(
                             target: "burncache::request",
                             request_id = id,
@@ -300,24 +322,28 @@ impl Server {
                             "guest finished"
                         );
                     }
-                });
-                (
-                    response,
-                    RequestLog {
-                        digest: Some(digest),
-                        outcome: Some("ok"),
-                        fuel: 0,
-                    },
-                )
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
             }
-            Err(e) => {
-                self.metrics.in_flight.dec();
-                drop(permit);
-                (
-                    error_response(&e),
-                    RequestLog::failed(&e).with_digest(digest),
-                )
-            }
+        });
+        let handled = replied
+            .await
+            .unwrap_or_else(|_| Err(Error::Backend("the request task failed".to_string())));
+        match handled {
+            Ok(response) => (
+                response,
+                RequestLog {
+                    digest: Some(digest),
+                    outcome: Some("ok"),
+                    fuel: 0,
+                },
+            ),
+            Err(e) => (
+                error_response(&e),
+                RequestLog::failed(&e).with_digest(digest),
+            ),
         }
     }
 }
