@@ -758,3 +758,141 @@ async fn an_http_guest_keeps_its_slot_until_it_finishes() {
     assert_eq!(served_now.status(), 200);
     assert_eq!(served_now.text().await.expect("body"), "slept 0 ms\n");
 }
+
+/// The `host:port` a server listens on.
+fn address(served: &Served) -> String {
+    served
+        .base
+        .strip_prefix("http://")
+        .expect("an http URL")
+        .to_string()
+}
+
+/// Whether the server closes `stream` (end of stream or a reset) before `wait`.
+fn closed_by_server(stream: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(wait)).expect("read timeout");
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            // A 408 or other answer before the close is fine: keep reading.
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A client that sends half a request line and stalls is closed once the header
+/// timeout passes, and the server serves others meanwhile.
+#[tokio::test]
+async fn a_stalled_half_request_is_closed_after_the_header_timeout() {
+    use std::io::Write as _;
+    let served = Served::start(&["--header-timeout", "1s"]);
+    let adversary = served.deploy(guests::ADVERSARY).await;
+    let mut stalled: Vec<_> = (0..50)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(address(&served)).expect("connect");
+            stream
+                .write_all(b"GET /healthz HT")
+                .expect("half a request line");
+            stream
+        })
+        .collect();
+    let (status, body) = served
+        .call(&adversary, &json!({"op": "counter"}), &[])
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"calls": 1})),
+        "served meanwhile"
+    );
+    for stream in &mut stalled {
+        assert!(
+            closed_by_server(stream, Duration::from_secs(30)),
+            "a stalled connection stayed open"
+        );
+    }
+}
+
+/// Connections beyond `--max-connections` are closed as they arrive; once the open
+/// ones go, the server takes new ones again.
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_at_once() {
+    let served = Served::start(&["--max-connections", "2", "--header-timeout", "60s"]);
+    let open: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(address(&served)).expect("connect"))
+        .collect();
+    // Accepted in order: by the time a third is accepted, the two hold the cap.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = std::net::TcpStream::connect(address(&served)).expect("connect");
+    assert!(closed_by_server(&mut third, Duration::from_secs(30)));
+    drop(open);
+    let mut answered = false;
+    for _ in 0..100 {
+        let response = reqwest::get(served.url("/healthz")).await;
+        if response.is_ok_and(|r| r.status() == 200) {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "the server takes connections again");
+}
+
+/// A request asking by header for more than the operator's maximum gets the
+/// maximum.
+#[tokio::test]
+async fn a_header_asking_past_the_operators_maximum_is_clamped() {
+    let served = Served::start(&["--max-fuel", "5000000"]);
+    let adversary = served.deploy(guests::ADVERSARY).await;
+    let response = served
+        .client
+        .post(served.url(&format!("/v1/components/{adversary}/call")))
+        .header("content-type", "application/json")
+        .header("burncache-fuel", "100000000000")
+        .body(json!({"op": "spin", "n": 1_000_000_000u64}).to_string())
+        .send()
+        .await
+        .expect("POST");
+    let burned: u64 = response
+        .headers()
+        .get("burncache-fuel-burned")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("the fuel header");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["kind"], "fuel-exhausted", "{body}");
+    assert!(burned <= 5_000_000, "burned {burned}");
+}
+
+/// Numeric flags out of range are usage errors, not panics.
+#[test]
+fn numeric_flags_out_of_range_are_usage_errors() {
+    for args in [
+        ["--max-in-flight", "18446744073709551615"],
+        ["--max-in-flight", "0"],
+        ["--max-connections", "-1"],
+    ] {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .env(
+                "BURNCACHE_STORE",
+                burncache::file_url(&tempdir().join("store")),
+            )
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

@@ -166,11 +166,18 @@ impl NodeArgs {
 
     /// A cache for this invocation, on this node's store and artifacts.
     fn cache(&self) -> anyhow::Result<BurnCache> {
-        Ok(BurnCache::with_config(Config {
+        self.cache_with(|_| {})
+    }
+
+    /// A cache as [`NodeArgs::cache`] makes it, with settings of the caller's.
+    fn cache_with(&self, adjust: impl FnOnce(&mut Config)) -> anyhow::Result<BurnCache> {
+        let mut config = Config {
             store: Some(self.store()?),
             artifact_dir: Some(self.artifact_dir()),
             ..Config::default()
-        })?)
+        };
+        adjust(&mut config);
+        Ok(BurnCache::with_config(config)?)
     }
 }
 

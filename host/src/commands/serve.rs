@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use burncache::server::{ServerConfig, serve};
+use burncache::{Ceilings, Limits};
 use clap::Args;
 
 use super::{LimitArgs, NodeArgs};
@@ -40,8 +41,20 @@ pub struct ServeCommand {
     #[arg(long, env = "BURNCACHE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// The most requests running guest code at once; more get 503 at once.
-    #[arg(long, default_value_t = 128)]
-    max_in_flight: usize,
+    #[arg(long, value_name = "N", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_in_flight: u32,
+    /// The most connections open at once; more are closed as they arrive.
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// How long a client may take to send a request's head, and how long an idle
+    /// keep-alive connection is kept.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = super::parse_duration)]
+    header_timeout: Duration,
+    /// How long a client may take to send a call, batch or upload body.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = super::parse_duration)]
+    body_timeout: Duration,
     /// The largest component upload.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = super::parse_size)]
     max_component_size: u64,
@@ -54,12 +67,48 @@ pub struct ServeCommand {
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
+    maxima: MaximaArgs,
+    #[command(flatten)]
     node: NodeArgs,
+}
+
+/// The most any request may ask for, by header or otherwise.
+#[derive(Args, Debug)]
+struct MaximaArgs {
+    /// The most fuel a request may ask for [default: 100000000000]
+    #[arg(long, value_name = "N")]
+    max_fuel: Option<u64>,
+    /// The highest memory ceiling a request may ask for [default: 1GiB]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
+    max_memory: Option<u64>,
+    /// The longest deadline a request may ask for [default: 300s]
+    #[arg(long, value_name = "DUR", value_parser = super::parse_duration)]
+    max_timeout: Option<Duration>,
+    /// The highest output ceiling a request may ask for [default: 256MiB]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
+    max_output: Option<u64>,
+}
+
+impl MaximaArgs {
+    fn maxima(&self) -> Ceilings {
+        let most = Ceilings::MAXIMUM;
+        Ceilings {
+            fuel: self.max_fuel.unwrap_or(most.fuel),
+            memory_bytes: self.max_memory.unwrap_or(most.memory_bytes),
+            timeout: self.max_timeout.unwrap_or(most.timeout),
+            output_bytes: self.max_output.unwrap_or(most.output_bytes),
+        }
+    }
 }
 
 impl ServeCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let cache = self.node.cache()?;
+        let maxima = self.maxima.maxima();
+        let cache = self.node.cache_with(|config| {
+            // A default above a maximum is lowered to it.
+            config.defaults = maxima.resolve(&config.defaults, &Limits::default());
+            config.maxima = maxima;
+        })?;
         let component = match &self.component {
             Some(path) => {
                 let bytes = super::read(path)?;
@@ -82,7 +131,10 @@ impl ServeCommand {
         let config = ServerConfig {
             component,
             admin_token: self.admin_token,
-            max_in_flight: self.max_in_flight,
+            max_in_flight: self.max_in_flight as usize,
+            max_connections: self.max_connections as usize,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
             max_component_bytes: usize::try_from(self.max_component_size).unwrap_or(usize::MAX),
             max_input_bytes: usize::try_from(self.max_input_size).unwrap_or(usize::MAX),
             limits: self.limits.limits(),

@@ -119,7 +119,12 @@ async fn drain(request: Request<Incoming>, limit: usize) {
     while let Some(Ok(_)) = body.frame().await {}
 }
 
-async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Refusal> {
+/// Reads a request's body, up to `limit` bytes and within the server's body timeout.
+async fn read_body(
+    server: &Server,
+    request: Request<Incoming>,
+    limit: usize,
+) -> Result<Bytes, Refusal> {
     let too_large = || {
         Refusal::Status(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -135,7 +140,16 @@ async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Re
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(request.into_body(), limit).collect().await {
+    let timeout = server.config.body_timeout;
+    let read = tokio::time::timeout(timeout, Limited::new(request.into_body(), limit).collect());
+    let Ok(read) = read.await else {
+        return Err(Refusal::Status(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            format!("the body did not arrive within {timeout:?}"),
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(Error::InvalidInput(format!("cannot read the body: {e}")).into()),
@@ -157,7 +171,7 @@ async fn deploy(server: &Arc<Server>, request: Request<Incoming>) -> Served {
         drain(request, server.config.max_component_bytes).await;
         return Err(refusal);
     }
-    let bytes = read_body(request, server.config.max_component_bytes).await?;
+    let bytes = read_body(server, request, server.config.max_component_bytes).await?;
     let digest = Digest::of(&bytes);
     let held = server.cache.holds(&digest);
     let deployed = match server.cache.store() {
@@ -263,7 +277,7 @@ fn is_json(request: &Request<Incoming>) -> Result<bool, Refusal> {
 async fn call(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
     let limits = limits(server, &request)?;
     let json_in = is_json(&request)?;
-    let body = read_body(request, server.config.max_input_bytes).await?;
+    let body = read_body(server, request, server.config.max_input_bytes).await?;
     let input = if json_in {
         let text = String::from_utf8(body.to_vec())
             .map_err(|_| Error::InvalidInput("the JSON body is not UTF-8".to_string()))?;
@@ -310,7 +324,7 @@ fn with_fuel(mut response: Response<Body>, fuel: u64) -> Response<Body> {
 
 async fn batch(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
     let limits = limits(server, &request)?;
-    let body = read_body(request, server.config.max_input_bytes).await?;
+    let body = read_body(server, request, server.config.max_input_bytes).await?;
     let rows: Vec<Value> = serde_json::from_slice(&body)
         .map_err(|e| Error::InvalidInput(format!("the body must be a JSON array of rows: {e}")))?;
     let rows = rows

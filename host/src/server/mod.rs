@@ -8,16 +8,15 @@ mod metrics;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
-use std::sync::atomic::AtomicI64;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -46,6 +45,13 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's head (and how long an idle
+    /// keep-alive connection waits for the next one) before it is closed.
+    pub header_timeout: Duration,
+    /// How long a client may take to send an API request's body.
+    pub body_timeout: Duration,
+    /// The most connections open at once; more are closed as they are accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +64,9 @@ impl Default for ServerConfig {
             max_input_bytes: 16 << 20,
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }
@@ -78,6 +87,9 @@ impl Drop for Admission {
         self.in_flight.dec();
     }
 }
+
+/// How long to wait after a failed `accept` before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 pub(crate) struct Server {
     pub(crate) cache: BurnCache,
@@ -109,6 +121,7 @@ pub async fn serve(
              without an admin token (--admin-token or BURNCACHE_ADMIN_TOKEN)"
         )));
     }
+    let header_timeout = config.header_timeout;
     let server = Arc::new(Server {
         metrics: Metrics::new(cache.clone()),
         slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
@@ -117,18 +130,31 @@ pub async fn serve(
         next_request: AtomicU64::new(1),
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(server.config.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::warn!("accept failed: {e}");
+                    // Out of file descriptors, say: retrying at once would spin a
+                    // core until one is freed.
+                    tracing::warn!("accept failed: {e}; pausing before the next accept");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let Ok(open) = connections.clone().try_acquire_owned() else {
+            server.metrics.reject("connections");
+            tracing::debug!(%peer, "too many open connections; closing a new one");
+            drop(stream);
+            continue;
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+        }
         let server = server.clone();
         let service = hyper::service::service_fn(move |request| {
             let server = server.clone();
@@ -136,9 +162,12 @@ pub async fn serve(
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .keep_alive(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let _open = open;
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
