@@ -896,3 +896,88 @@ fn numeric_flags_out_of_range_are_usage_errors() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// The admin token from a file, its edge cases, and the token kept from guests.
+#[tokio::test]
+async fn the_admin_token_is_handled_as_a_secret() {
+    let file = tempdir().join("token");
+    std::fs::write(&file, "s3cret-token\n").expect("write the token");
+    let served = Served::start(&["--admin-token-file", file.to_str().expect("utf-8")]);
+    let put = |authorization: Option<&'static str>| {
+        let mut request = served
+            .client
+            .put(served.url("/v1/components"))
+            .body(std::fs::read(guests::HTTP_HELLO).expect("read"));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.send()
+    };
+    for refused in [
+        None,
+        Some("Bearer s3cret"),
+        Some("Bearer s3cret-token-and-more"),
+        Some("Basic s3cret-token"),
+    ] {
+        assert_eq!(
+            put(refused).await.expect("PUT").status(),
+            401,
+            "{refused:?}"
+        );
+    }
+    let response = put(Some("bearer   s3cret-token")).await.expect("PUT");
+    assert_eq!(response.status(), 201, "the scheme in any case");
+    let hello = response.json::<Value>().await.expect("json")["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+
+    // A guest never sees the admin token; other credentials pass through.
+    let echo = |authorization: &'static str| {
+        served
+            .client
+            .get(served.url(&format!("/v1/http/{hello}/echo")))
+            .header("authorization", authorization)
+            .send()
+    };
+    let response = echo("Bearer s3cret-token").await.expect("GET");
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("x-echo-authorization").is_none());
+    let response = echo("Bearer the-guests-own").await.expect("GET");
+    assert_eq!(
+        response
+            .headers()
+            .get("x-echo-authorization")
+            .map(|v| v.as_bytes()),
+        Some(&b"Bearer the-guests-own"[..])
+    );
+}
+
+/// An empty admin token is refused at start; without a token, admin routes answer
+/// only requests addressed to a loopback name.
+#[tokio::test]
+async fn admin_routes_without_a_token_answer_only_loopback_names() {
+    let out = Command::new(BIN)
+        .args(["serve", "--admin-token", ""])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let served = Served::start(&[]);
+    let put = |host: &'static str| {
+        served
+            .client
+            .put(served.url("/v1/components"))
+            .header("host", host)
+            .body(std::fs::read(guests::ADD_ONE).expect("read"))
+            .send()
+    };
+    assert_eq!(put("attacker.example").await.expect("PUT").status(), 403);
+    assert_eq!(put("localhost:8080").await.expect("PUT").status(), 201);
+    assert_eq!(put("127.0.0.1").await.expect("PUT").status(), 200);
+}

@@ -38,8 +38,13 @@ pub struct ServeCommand {
     addr: SocketAddr,
     /// The bearer token PUT and DELETE require. Without one, only a loopback address
     /// may be served.
-    #[arg(long, env = "BURNCACHE_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "BURNCACHE_ADMIN_TOKEN", hide_env_values = true,
+          value_parser = non_empty, conflicts_with = "admin_token_file")]
     admin_token: Option<String>,
+    /// A file holding the admin token (its first line), so the token is not shown
+    /// in the process list.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
     /// The most requests running guest code at once; more get 503 at once.
     #[arg(long, value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -101,8 +106,33 @@ impl MaximaArgs {
     }
 }
 
+fn non_empty(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("the admin token is empty".to_string());
+    }
+    Ok(text.to_string())
+}
+
 impl ServeCommand {
+    /// The admin token: given, or read from its file.
+    fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.admin_token_file else {
+            return Ok(self.admin_token.clone());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the admin token from {}", path.display()))?;
+        let token = text.lines().next().unwrap_or_default().trim().to_string();
+        if token.is_empty() {
+            anyhow::bail!(super::ConfigError(format!(
+                "the admin token file {} is empty",
+                path.display()
+            )));
+        }
+        Ok(Some(token))
+    }
+
     pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let admin_token = self.admin_token()?;
         let maxima = self.maxima.maxima();
         let cache = self.node.cache_with(|config| {
             // A default above a maximum is lowered to it.
@@ -130,7 +160,7 @@ impl ServeCommand {
         };
         let config = ServerConfig {
             component,
-            admin_token: self.admin_token,
+            admin_token,
             max_in_flight: self.max_in_flight as usize,
             max_connections: self.max_connections as usize,
             header_timeout: self.header_timeout,

@@ -90,14 +90,21 @@ where
 
 fn authorize(server: &Server, request: &Request<Incoming>) -> Result<(), Refusal> {
     let Some(token) = &server.config.admin_token else {
+        // No token: the server only listens on loopback (checked at start). A
+        // browser tricked into calling it by a rebound DNS name still sends that
+        // name, so only loopback names are served.
+        if !host_is_loopback(request) {
+            return Err(Refusal::Status(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "without an admin token, this route answers only requests addressed to \
+                 a loopback name (localhost, 127.0.0.1, [::1])"
+                    .to_string(),
+            ));
+        }
         return Ok(());
     };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())) {
+    if bearer(request).is_some_and(|given| same_secret(given, token)) {
         return Ok(());
     }
     Err(Refusal::Status(
@@ -107,9 +114,50 @@ fn authorize(server: &Server, request: &Request<Incoming>) -> Result<(), Refusal
     ))
 }
 
-/// Compares without an early exit, so response timing does not leak the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The token of an `Authorization: Bearer` header (the scheme in any case).
+pub(super) fn bearer<B>(request: &Request<B>) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim_start())
+}
+
+/// Whether the request's `Host` is a loopback name (or absent, as from a bare
+/// HTTP/1.0 client on this machine).
+fn host_is_loopback(request: &Request<Incoming>) -> bool {
+    let Some(host) = request.headers().get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let Ok(authority) = host.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let name = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Compares two secrets in time that depends on neither: both are hashed first, so
+/// neither their contents nor their lengths show in the timing.
+pub(super) fn same_secret(given: &str, token: &str) -> bool {
+    use sha2::{Digest as _, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(token));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// Reads and drops a refused request's body (up to `limit` bytes), so that the

@@ -115,6 +115,11 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|e| Error::Backend(format!("cannot read the listening address: {e}")))?;
+    if config.admin_token.as_deref().is_some_and(str::is_empty) {
+        return Err(Error::PermissionDenied(
+            "the admin token is empty; give a non-empty one".to_string(),
+        ));
+    }
     if config.admin_token.is_none() && !local.ip().is_loopback() {
         return Err(Error::PermissionDenied(format!(
             "refusing to serve PUT and DELETE on {local}, which is not a loopback address, \
@@ -322,6 +327,13 @@ impl Server {
                 *request.uri_mut() = uri;
             }
         }
+        // The admin token is the node's secret, not the guest's: a client that sends
+        // it along does not hand it to guest code.
+        if let Some(token) = &self.config.admin_token
+            && api::bearer(&request).is_some_and(|given| api::same_secret(given, token))
+        {
+            request.headers_mut().remove(header::AUTHORIZATION);
+        }
         if request.uri().authority().is_none() && !request.headers().contains_key(header::HOST) {
             request
                 .headers_mut()
@@ -443,8 +455,19 @@ pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// An error as clients see it. What failed in the node's own resources (the store,
+/// the instance pool) is named, not where they live: the details go to the log.
 pub(crate) fn error_response(e: &Error) -> Response<Body> {
-    error_json(status_of(e.kind()), e.kind().as_str(), &e.to_string())
+    let message = match e {
+        Error::Backend(details) => {
+            tracing::warn!("backend failure: {details}");
+            "the node could not reach a resource it needs (the object store, or a free \
+             instance); details are in the server log"
+                .to_string()
+        }
+        other => other.to_string(),
+    };
+    error_json(status_of(e.kind()), e.kind().as_str(), &message)
 }
 
 pub(crate) fn error_json(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
