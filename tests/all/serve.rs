@@ -428,7 +428,13 @@ async fn faults_under_load_are_classified_and_counted() {
 
 #[tokio::test]
 async fn overload_is_refused_at_once_and_recovers() {
-    let served = std::sync::Arc::new(Served::start(&["--max-in-flight", "2"]));
+    let served = std::sync::Arc::new(Served::start(&[
+        "--max-in-flight",
+        "2",
+        // One client fills every slot here: its own share is all of them.
+        "--max-in-flight-per-client",
+        "2",
+    ]));
     let slow = served.deploy(guests::ADVERSARY).await;
     let calls: Vec<_> = (0..10)
         .map(|_| {
@@ -798,7 +804,7 @@ async fn a_stalled_half_request_is_closed_after_the_header_timeout() {
     use std::io::Write as _;
     let served = Served::start(&["--header-timeout", "1s"]);
     let adversary = served.deploy(guests::ADVERSARY).await;
-    let mut stalled: Vec<_> = (0..50)
+    let mut stalled: Vec<_> = (0..300)
         .map(|_| {
             let mut stream = std::net::TcpStream::connect(address(&served)).expect("connect");
             stream
@@ -807,13 +813,23 @@ async fn a_stalled_half_request_is_closed_after_the_header_timeout() {
             stream
         })
         .collect();
-    let (status, body) = served
-        .call(&adversary, &json!({"op": "counter"}), &[])
-        .await;
+    // A connection of its own: the deploy's pooled one has been idle past the
+    // header timeout, and the server closes idle connections too.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let response = fresh
+        .post(served.url(&format!("/v1/components/{adversary}/call")))
+        .header("content-type", "application/json")
+        .body(json!({"op": "counter"}).to_string())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 200, "served meanwhile");
     assert_eq!(
-        (status, body),
-        (200, json!({"calls": 1})),
-        "served meanwhile"
+        response.json::<Value>().await.expect("json"),
+        json!({"calls": 1})
     );
     for stream in &mut stalled {
         assert!(
@@ -980,4 +996,176 @@ async fn admin_routes_without_a_token_answer_only_loopback_names() {
     assert_eq!(put("attacker.example").await.expect("PUT").status(), 403);
     assert_eq!(put("localhost:8080").await.expect("PUT").status(), 201);
     assert_eq!(put("127.0.0.1").await.expect("PUT").status(), 200);
+}
+
+/// One client address holding its share of the slots does not stop another: with
+/// four slots and two a client, a third call from 127.0.0.1 is refused while one
+/// from 127.0.0.2 is served.
+#[tokio::test]
+async fn one_client_cannot_take_every_slot() {
+    let served = Served::start(&["--max-in-flight", "4", "--max-in-flight-per-client", "2"]);
+    let adversary = served.deploy(guests::ADVERSARY).await;
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let url = served.url(&format!("/v1/components/{adversary}/call"));
+            let client = served.client.clone();
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(json!({"op": "sleep", "ms": 3000}).to_string())
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    assert_eq!(in_flight_settles_at(&served, 2.0).await, 2.0);
+    let (status, _) = served
+        .call(&adversary, &json!({"op": "counter"}), &[])
+        .await;
+    assert_eq!(status, 503, "the first client holds its share");
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let response = other
+        .post(served.url(&format!("/v1/components/{adversary}/call")))
+        .header("content-type", "application/json")
+        .body(json!({"op": "counter"}).to_string())
+        .send()
+        .await
+        .expect("POST from another address");
+    assert_eq!(response.status(), 200, "another client is served");
+    for sleeper in sleepers {
+        assert_eq!(sleeper.await.expect("joined").expect("POST"), 200);
+    }
+}
+
+/// A batch body for a digest the node cannot find is refused before its rows are
+/// parsed.
+#[tokio::test]
+async fn a_batch_for_an_unknown_digest_is_refused_before_parsing() {
+    let served = Served::start(&[]);
+    let unknown = "0".repeat(64);
+    let rows = format!("[{}]", vec!["{\"n\": 1}"; 100_000].join(","));
+    let response = served
+        .client
+        .post(served.url(&format!("/v1/components/{unknown}/batch")))
+        .header("content-type", "application/json")
+        .body(rows)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["kind"], "not-found");
+}
+
+/// Load with faults: four good clients make 1,000 calls between them while a hostile
+/// client keeps guests looping, allocating, panicking, sleeping and flooding, and
+/// fifty connections stall half-way through a request. Every good call gets the
+/// right answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn good_calls_succeed_beside_hostile_ones() {
+    use std::io::Write as _;
+    let served = std::sync::Arc::new(Served::start(&[
+        "--max-in-flight",
+        "32",
+        "--max-in-flight-per-client",
+        "8",
+        "--timeout",
+        "2s",
+    ]));
+    let add_one = served.deploy(guests::ADD_ONE).await;
+    let adversary = served.deploy(guests::ADVERSARY).await;
+    let stalled: Vec<_> = (0..50)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(address(&served)).expect("connect");
+            stream
+                .write_all(b"POST /v1/components/")
+                .expect("half a request");
+            stream
+        })
+        .collect();
+    let from = |last: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client")
+    };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hostile: Vec<_> = (0..12)
+        .map(|i| {
+            let (served, adversary, done) = (served.clone(), adversary.clone(), done.clone());
+            let client = from(3);
+            tokio::spawn(async move {
+                let ops = [
+                    json!({"op": "loop"}),
+                    json!({"op": "alloc"}),
+                    json!({"op": "panic"}),
+                    json!({"op": "sleep", "ms": 500}),
+                    json!({"op": "big-output", "len": 100_000_000}),
+                ];
+                let mut n = i;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = client
+                        .post(served.url(&format!("/v1/components/{adversary}/call")))
+                        .header("content-type", "application/json")
+                        .body(ops[n % ops.len()].to_string())
+                        .send()
+                        .await;
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect();
+    let good: Vec<_> = (0..16)
+        .map(|worker| {
+            let (served, add_one) = (served.clone(), add_one.clone());
+            let client = from(4 + (worker % 4) as u8);
+            tokio::spawn(async move {
+                let mut wrong = Vec::new();
+                for i in 0..1_000 / 16 + usize::from(worker < 1_000 % 16) {
+                    let n = worker * 1_000 + i;
+                    let response = client
+                        .post(served.url(&format!("/v1/components/{add_one}/call")))
+                        .header("content-type", "application/json")
+                        .body(json!({"n": n}).to_string())
+                        .send()
+                        .await;
+                    let answer = match response {
+                        Ok(r) => (r.status().as_u16(), r.json::<Value>().await.ok()),
+                        Err(e) => (0, Some(json!(e.to_string()))),
+                    };
+                    if answer != (200, Some(json!({"n": n + 1}))) {
+                        wrong.push(answer);
+                    }
+                }
+                wrong
+            })
+        })
+        .collect();
+    let mut wrong = Vec::new();
+    for worker in good {
+        wrong.extend(worker.await.expect("joined"));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in hostile {
+        task.await.expect("joined");
+    }
+    drop(stalled);
+    assert!(
+        wrong.is_empty(),
+        "{} good calls went wrong: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    let text = served.metrics("/metrics").await;
+    assert!(
+        metric(&text, "burncache_calls_ok_total") >= 1_000.0,
+        "{text}"
+    );
 }

@@ -49,6 +49,11 @@ pub struct ServeCommand {
     #[arg(long, value_name = "N", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_in_flight: u32,
+    /// The most of those one client address may hold [default: half of
+    /// --max-in-flight]; behind a proxy, raise it to --max-in-flight.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_in_flight_per_client: Option<u32>,
     /// The most connections open at once; more are closed as they arrive.
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -162,6 +167,7 @@ impl ServeCommand {
             component,
             admin_token,
             max_in_flight: self.max_in_flight as usize,
+            max_in_flight_per_client: self.max_in_flight_per_client.map(|n| n as usize),
             max_connections: self.max_connections as usize,
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,

@@ -27,7 +27,7 @@ pub(super) async fn route(
     let method = request.method().clone();
     let result = match (&method, segments) {
         (&Method::PUT, []) => deploy(server, request).await,
-        (&Method::GET, [digest]) => with_digest(digest, |d| describe(server, d)).await,
+        (&Method::GET, [digest]) => with_digest(digest, |d| describe(server, &request, d)).await,
         (&Method::DELETE, [digest]) => with_digest(digest, |d| forget(server, request, d)).await,
         (&Method::POST, [digest, "call"]) => {
             with_digest(digest, |d| call(server, request, d)).await
@@ -246,9 +246,13 @@ async fn deploy(server: &Arc<Server>, request: Request<Incoming>) -> Served {
     }
 }
 
-async fn describe(server: &Arc<Server>, digest: Digest) -> Served {
+async fn describe(server: &Arc<Server>, request: &Request<Incoming>, digest: Digest) -> Served {
+    // Decoding a component is work: inside a slot, off the async workers.
+    let _admission = admit(server, request)?;
     let source = server.cache.fetch_source(&digest).await?;
-    let inspection = crate::inspect(&source)?;
+    let inspection = tokio::task::spawn_blocking(move || crate::inspect(&source))
+        .await
+        .map_err(|e| Error::Backend(format!("the inspecting task failed: {e}")))??;
     let mut value = serde_json::to_value(&inspection).unwrap_or(Value::Null);
     value["compiled"] = json!(server.cache.is_compiled(&digest));
     Ok((
@@ -325,6 +329,8 @@ fn is_json(request: &Request<Incoming>) -> Result<bool, Refusal> {
 async fn call(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
     let limits = limits(server, &request)?;
     let json_in = is_json(&request)?;
+    // The slot first: the body is read, and the input checked, inside it.
+    let _admission = admit(server, &request)?;
     let body = read_body(server, request, server.config.max_input_bytes).await?;
     let input = if json_in {
         let text = String::from_utf8(body.to_vec())
@@ -333,11 +339,7 @@ async fn call(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) 
     } else {
         Payload::Bytes(body.to_vec())
     };
-    let outcome = guarded(
-        server,
-        server.cache.execute_metered(&digest, input, &limits),
-    )
-    .await?;
+    let outcome = server.cache.execute_metered(&digest, input, &limits).await;
     let log = RequestLog::ran(digest, &outcome);
     let response = match outcome.result {
         Ok(Payload::Json(text)) => typed(full(text), "application/json"),
@@ -347,11 +349,24 @@ async fn call(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) 
     Ok((with_fuel(response, outcome.fuel_burned), log))
 }
 
-/// Runs guest code in an in-flight slot, or refuses at once when none is free. A
-/// client that hangs up cancels the call: its instance is freed, and so is its slot.
-async fn guarded<T>(server: &Server, work: impl Future<Output = T>) -> Result<T, Refusal> {
-    let _admission = server.admit().ok_or(Refusal::Overloaded)?;
-    Ok(work.await)
+/// An in-flight slot for `request`, or a refusal at once when none is free (or its
+/// client holds its share). Held for as long as the request runs: a client that
+/// hangs up cancels its call, and the slot is given back with it.
+fn admit<B>(server: &Server, request: &Request<B>) -> Result<super::Admission, Refusal> {
+    server
+        .admit(super::peer_of(request))
+        .ok_or(Refusal::Overloaded)
+}
+
+/// A batch body's rows: a JSON array, each element kept as its own text (no tree of
+/// values is built, so parsing costs about the body's size again).
+fn rows_of(body: &[u8]) -> Result<Vec<Payload>, Error> {
+    let rows: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
+        .map_err(|e| Error::InvalidInput(format!("the body must be a JSON array of rows: {e}")))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Payload::Json(row.get().to_string()))
+        .collect())
 }
 
 fn typed(body: Body, content_type: &'static str) -> Response<Body> {
@@ -372,18 +387,18 @@ fn with_fuel(mut response: Response<Body>, fuel: u64) -> Response<Body> {
 
 async fn batch(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
     let limits = limits(server, &request)?;
+    // The slot first; then the body, bounded; the rows are parsed only for a
+    // component this node can run, and off the async workers.
+    let _admission = admit(server, &request)?;
     let body = read_body(server, request, server.config.max_input_bytes).await?;
-    let rows: Vec<Value> = serde_json::from_slice(&body)
-        .map_err(|e| Error::InvalidInput(format!("the body must be a JSON array of rows: {e}")))?;
-    let rows = rows
-        .into_iter()
-        .map(|row| Payload::Json(row.to_string()))
-        .collect();
-    let outcome = guarded(
-        server,
-        server.cache.execute_batch_metered(&digest, rows, &limits),
-    )
-    .await?;
+    server.cache.register_by_hash(&digest).await?;
+    let rows = tokio::task::spawn_blocking(move || rows_of(&body))
+        .await
+        .map_err(|e| Error::Backend(format!("the parsing task failed: {e}")))??;
+    let outcome = server
+        .cache
+        .execute_batch_metered(&digest, rows, &limits)
+        .await;
     let log = RequestLog::ran(digest, &outcome);
     let response = match outcome.result {
         Ok(results) => {

@@ -5,10 +5,11 @@
 mod api;
 mod metrics;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,6 +38,9 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// The most requests running guest code at once; beyond it, `503` at once.
     pub max_in_flight: usize,
+    /// The most of those one client address may hold; `None`: half of
+    /// `max_in_flight` (at least one).
+    pub max_in_flight_per_client: Option<usize>,
     /// The largest component upload, in bytes.
     pub max_component_bytes: usize,
     /// The largest call or batch input, in bytes.
@@ -60,6 +64,7 @@ impl Default for ServerConfig {
             component: None,
             admin_token: None,
             max_in_flight: 128,
+            max_in_flight_per_client: None,
             max_component_bytes: 64 << 20,
             max_input_bytes: 16 << 20,
             limits: Limits::default(),
@@ -80,12 +85,26 @@ pub(crate) type Body = HyperOutgoingBody;
 pub(crate) struct Admission {
     _permit: OwnedSemaphorePermit,
     in_flight: Gauge<i64, AtomicI64>,
+    client: IpAddr,
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.in_flight.dec();
+        let mut clients = lock(&self.clients);
+        if let Some(held) = clients.get_mut(&self.client) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                clients.remove(&self.client);
+            }
+        }
     }
+}
+
+/// The map is never left half-updated by a panic, so a poisoned lock is still sound.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How long to wait after a failed `accept` before the next.
@@ -96,7 +115,22 @@ pub(crate) struct Server {
     pub(crate) config: ServerConfig,
     pub(crate) metrics: Metrics,
     pub(crate) slots: Arc<Semaphore>,
+    /// Slots held per client address.
+    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_client: usize,
     next_request: AtomicU64,
+}
+
+/// The address a request came from, set on every request as it arrives.
+#[derive(Clone, Copy)]
+pub(crate) struct Peer(pub(crate) IpAddr);
+
+/// The address `request` came from.
+pub(crate) fn peer_of<B>(request: &Request<B>) -> IpAddr {
+    request
+        .extensions()
+        .get::<Peer>()
+        .map_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |peer| peer.0)
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting, lets the
@@ -130,6 +164,11 @@ pub async fn serve(
     let server = Arc::new(Server {
         metrics: Metrics::new(cache.clone()),
         slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+        clients: Arc::default(),
+        per_client: config
+            .max_in_flight_per_client
+            .unwrap_or(config.max_in_flight / 2)
+            .max(1),
         cache,
         config,
         next_request: AtomicU64::new(1),
@@ -197,6 +236,8 @@ impl Server {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
+        let mut request = request;
+        request.extensions_mut().insert(Peer(peer.ip()));
         let started = Instant::now();
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let method = request.method().clone();
@@ -275,16 +316,29 @@ impl Server {
         response
     }
 
-    /// Takes an in-flight slot; `None` (counted as a rejection) when all are taken.
-    pub(crate) fn admit(&self) -> Option<Admission> {
+    /// Takes an in-flight slot for a request from `client`; `None` (counted as a
+    /// rejection) when all are taken, or when the client holds its share.
+    pub(crate) fn admit(&self, client: IpAddr) -> Option<Admission> {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             self.metrics.reject("overloaded");
             return None;
         };
+        {
+            let mut clients = lock(&self.clients);
+            let held = clients.entry(client).or_default();
+            if *held >= self.per_client {
+                drop(clients);
+                self.metrics.reject("client-overloaded");
+                return None;
+            }
+            *held += 1;
+        }
         self.metrics.in_flight.inc();
         Some(Admission {
             _permit: permit,
             in_flight: self.metrics.in_flight.clone(),
+            client,
+            clients: self.clients.clone(),
         })
     }
 
@@ -294,8 +348,9 @@ impl Server {
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
             &format!(
-                "{} requests are already running; try again shortly",
-                self.config.max_in_flight
+                "all {} slots are busy, or this client already holds its {}; try again \
+                 shortly",
+                self.config.max_in_flight, self.per_client
             ),
         );
         response
@@ -311,7 +366,7 @@ impl Server {
         rewrite: Option<String>,
         id: u64,
     ) -> (Response<Body>, RequestLog) {
-        let Some(admission) = self.admit() else {
+        let Some(admission) = self.admit(peer_of(&request)) else {
             return (self.overloaded(), RequestLog::default());
         };
         let mut request = request;
