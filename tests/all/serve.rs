@@ -25,8 +25,23 @@ impl Served {
 
     /// Starts a server whose log (filtered by `rust_log`) goes to `log`.
     fn start_logging(args: &[&str], rust_log: &str, log: Stdio) -> Served {
+        Served::spawn(Command::new(BIN), args, rust_log, log)
+    }
+
+    /// Starts a server that may hold at most `files` open file descriptors.
+    fn start_with_file_limit(args: &[&str], files: u32) -> Served {
+        let mut shell = Command::new("sh");
+        shell
+            .arg("-c")
+            .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+            .arg(BIN);
+        Served::spawn(shell, args, "warn", Stdio::inherit())
+    }
+
+    /// Runs `command` (the binary, or a shell that execs it) as `burncache serve`.
+    fn spawn(mut command: Command, args: &[&str], rust_log: &str, log: Stdio) -> Served {
         let node = tempdir();
-        let mut child = Command::new(BIN)
+        let mut child = command
             .arg("serve")
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
@@ -1168,4 +1183,50 @@ async fn good_calls_succeed_beside_hostile_ones() {
         metric(&text, "burncache_calls_ok_total") >= 1_000.0,
         "{text}"
     );
+}
+
+/// CPU time (user and system) a process has used, from `/proc`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a stat line")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // Linux reports in USER_HZ, 100 per second on every platform it runs on.
+    Duration::from_millis(ticks * 10)
+}
+
+/// Out of file descriptors, the server neither spins nor stops: while clients hold
+/// every descriptor it may open, it uses little CPU, and once they let go it serves.
+#[tokio::test]
+async fn out_of_file_descriptors_the_server_waits_and_recovers() {
+    let served = Served::start_with_file_limit(&["--max-connections", "1000"], 64);
+    let pid = served.child.id();
+    let hogs: Vec<_> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(address(&served)).ok())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_time(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_time(pid) - before;
+    assert!(
+        used < Duration::from_secs(1),
+        "spun: {used:?} of CPU in 2 s"
+    );
+    drop(hogs);
+    let mut answered = false;
+    for _ in 0..100 {
+        let response = reqwest::get(served.url("/healthz")).await;
+        if response.is_ok_and(|r| r.status() == 200) {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "the server serves again");
 }
