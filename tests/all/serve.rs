@@ -912,6 +912,7 @@ fn numeric_flags_out_of_range_are_usage_errors() {
         ["--max-in-flight", "18446744073709551615"],
         ["--max-in-flight", "0"],
         ["--max-connections", "-1"],
+        ["--header-timeout", "0s"],
     ] {
         let out = Command::new(BIN)
             .arg("serve")
@@ -974,6 +975,20 @@ async fn the_admin_token_is_handled_as_a_secret() {
     let response = echo("Bearer s3cret-token").await.expect("GET");
     assert_eq!(response.status(), 200);
     assert!(response.headers().get("x-echo-authorization").is_none());
+    let response = served
+        .client
+        .get(served.url(&format!("/v1/http/{hello}/echo")))
+        .header("authorization", "Bearer the-guests-own")
+        .header("proxy-authorization", "Bearer s3cret-token")
+        .send()
+        .await
+        .expect("GET");
+    assert!(
+        response
+            .headers()
+            .get("x-echo-proxy-authorization")
+            .is_none()
+    );
     let response = echo("Bearer the-guests-own").await.expect("GET");
     assert_eq!(
         response

@@ -60,10 +60,10 @@ pub struct ServeCommand {
     max_connections: u32,
     /// How long a client may take to send a request's head, and how long an idle
     /// keep-alive connection is kept.
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = super::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
     header_timeout: Duration,
     /// How long a client may take to send a call, batch or upload body.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = super::parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
     body_timeout: Duration,
     /// The largest component upload.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = super::parse_size)]
@@ -92,7 +92,7 @@ struct MaximaArgs {
     #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
     max_memory: Option<u64>,
     /// The longest deadline a request may ask for [default: 300s]
-    #[arg(long, value_name = "DUR", value_parser = super::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
     max_timeout: Option<Duration>,
     /// The highest output ceiling a request may ask for [default: 256MiB]
     #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
@@ -112,10 +112,18 @@ impl MaximaArgs {
 }
 
 fn non_empty(text: &str) -> Result<String, String> {
-    if text.trim().is_empty() {
+    let token = text.trim();
+    if token.is_empty() {
         return Err("the admin token is empty".to_string());
     }
-    Ok(text.to_string())
+    Ok(token.to_string())
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match super::parse_duration(text)? {
+        d if d.is_zero() => Err("must be longer than zero".to_string()),
+        d => Ok(d),
+    }
 }
 
 impl ServeCommand {

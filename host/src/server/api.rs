@@ -127,6 +127,30 @@ pub(super) fn bearer<B>(request: &Request<B>) -> Option<&str> {
         .then_some(token.trim_start())
 }
 
+/// Removes the admin token from headers passed on to guest code: every
+/// `Authorization` or `Proxy-Authorization` value that carries it (other credentials
+/// pass through).
+pub(super) fn strip_token(headers: &mut http::HeaderMap, token: &str) {
+    for name in [header::AUTHORIZATION, header::PROXY_AUTHORIZATION] {
+        let values: Vec<_> = headers.get_all(&name).iter().cloned().collect();
+        let carries = |value: &header::HeaderValue| {
+            value.to_str().ok().is_some_and(|text| {
+                let text = text.trim();
+                let secret = text
+                    .split_once(' ')
+                    .map_or(text, |(_, rest)| rest.trim_start());
+                same_secret(secret, token)
+            })
+        };
+        if values.iter().any(carries) {
+            headers.remove(&name);
+            for value in values.into_iter().filter(|v| !carries(v)) {
+                headers.append(&name, value);
+            }
+        }
+    }
+}
+
 /// Whether the request's `Host` is a loopback name (or absent, as from a bare
 /// HTTP/1.0 client on this machine).
 fn host_is_loopback(request: &Request<Incoming>) -> bool {
@@ -162,9 +186,12 @@ pub(super) fn same_secret(given: &str, token: &str) -> bool {
 
 /// Reads and drops a refused request's body (up to `limit` bytes), so that the
 /// client, still sending it, gets the refusal instead of a reset connection.
-async fn drain(request: Request<Incoming>, limit: usize) {
+async fn drain(request: Request<Incoming>, limit: usize, timeout: std::time::Duration) {
     let mut body = Limited::new(request.into_body(), limit);
-    while let Some(Ok(_)) = body.frame().await {}
+    let _ = tokio::time::timeout(timeout, async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
 }
 
 /// Reads a request's body, up to `limit` bytes and within the server's body timeout.
@@ -216,7 +243,12 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 
 async fn deploy(server: &Arc<Server>, request: Request<Incoming>) -> Served {
     if let Err(refusal) = authorize(server, &request) {
-        drain(request, server.config.max_component_bytes).await;
+        drain(
+            request,
+            server.config.max_component_bytes,
+            server.config.body_timeout,
+        )
+        .await;
         return Err(refusal);
     }
     let bytes = read_body(server, request, server.config.max_component_bytes).await?;
@@ -263,7 +295,12 @@ async fn describe(server: &Arc<Server>, request: &Request<Incoming>, digest: Dig
 
 async fn forget(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
     if let Err(refusal) = authorize(server, &request) {
-        drain(request, server.config.max_input_bytes).await;
+        drain(
+            request,
+            server.config.max_input_bytes,
+            server.config.body_timeout,
+        )
+        .await;
         return Err(refusal);
     }
     if !server.cache.forget(&digest) {
@@ -418,6 +455,8 @@ fn row_json(row: Result<Payload, Error>) -> Value {
         Ok(Payload::Bytes(bytes)) => {
             json!({ "ok_bytes_hex": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>() })
         }
-        Err(e) => json!({ "error": { "kind": e.kind().as_str(), "message": e.to_string() } }),
+        Err(e) => {
+            json!({ "error": { "kind": e.kind().as_str(), "message": super::client_message(&e) } })
+        }
     }
 }

@@ -70,7 +70,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
             max_connections: 1024,
         }
     }
@@ -107,8 +107,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// How long to wait after a failed `accept` before the next.
+/// How long to wait after `accept` ran out of resources before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether an `accept` failed for want of descriptors or memory (the process's or
+/// the system's), not because of the one connection.
+fn out_of_resources(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        Errno::from_io_error(e),
+        Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
+    )
+}
 
 pub(crate) struct Server {
     pub(crate) cache: BurnCache,
@@ -181,10 +191,14 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    // Out of file descriptors, say: retrying at once would spin a
-                    // core until one is freed.
-                    tracing::warn!("accept failed: {e}; pausing before the next accept");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    // Out of file descriptors or memory: retrying at once would spin a
+                    // core until some are freed. Other failures are one connection's.
+                    if out_of_resources(&e) {
+                        tracing::warn!("accept failed: {e}; pausing before the next accept");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    } else {
+                        tracing::debug!("accept failed: {e}");
+                    }
                     continue;
                 }
             },
@@ -384,10 +398,8 @@ impl Server {
         }
         // The admin token is the node's secret, not the guest's: a client that sends
         // it along does not hand it to guest code.
-        if let Some(token) = &self.config.admin_token
-            && api::bearer(&request).is_some_and(|given| api::same_secret(given, token))
-        {
-            request.headers_mut().remove(header::AUTHORIZATION);
+        if let Some(token) = &self.config.admin_token {
+            api::strip_token(request.headers_mut(), token);
         }
         if request.uri().authority().is_none() && !request.headers().contains_key(header::HOST) {
             request
@@ -513,16 +525,26 @@ pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
 /// An error as clients see it. What failed in the node's own resources (the store,
 /// the instance pool) is named, not where they live: the details go to the log.
 pub(crate) fn error_response(e: &Error) -> Response<Body> {
-    let message = match e {
+    error_json(status_of(e.kind()), e.kind().as_str(), &client_message(e))
+}
+
+/// An error's message as clients may see it.
+pub(crate) fn client_message(e: &Error) -> String {
+    match e {
         Error::Backend(details) => {
             tracing::warn!("backend failure: {details}");
             "the node could not reach a resource it needs (the object store, or a free \
              instance); details are in the server log"
                 .to_string()
         }
+        Error::Integrity(details) => {
+            tracing::warn!("integrity failure: {details}");
+            "the bytes the object store returned do not hash to their digest; details \
+             are in the server log"
+                .to_string()
+        }
         other => other.to_string(),
-    };
-    error_json(status_of(e.kind()), e.kind().as_str(), &message)
+    }
 }
 
 pub(crate) fn error_json(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
