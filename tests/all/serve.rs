@@ -867,16 +867,10 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     let mut third = std::net::TcpStream::connect(address(&served)).expect("connect");
     assert!(closed_by_server(&mut third, Duration::from_secs(30)));
     drop(open);
-    let mut answered = false;
-    for _ in 0..100 {
-        let response = reqwest::get(served.url("/healthz")).await;
-        if response.is_ok_and(|r| r.status() == 200) {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(answered, "the server takes connections again");
+    assert!(
+        answers_again(&served).await,
+        "the server takes connections again"
+    );
 }
 
 /// A request asking by header for more than the operator's maximum gets the
@@ -1200,6 +1194,18 @@ async fn good_calls_succeed_beside_hostile_ones() {
     );
 }
 
+/// Whether `/healthz` answers on a new connection within ten seconds.
+async fn answers_again(served: &Served) -> bool {
+    for _ in 0..100 {
+        let response = reqwest::get(served.url("/healthz")).await;
+        if response.is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// CPU time (user and system) a process has used, from `/proc`.
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
@@ -1234,14 +1240,5 @@ async fn out_of_file_descriptors_the_server_waits_and_recovers() {
         "spun: {used:?} of CPU in 2 s"
     );
     drop(hogs);
-    let mut answered = false;
-    for _ in 0..100 {
-        let response = reqwest::get(served.url("/healthz")).await;
-        if response.is_ok_and(|r| r.status() == 200) {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(answered, "the server serves again");
+    assert!(answers_again(&served).await, "the server serves again");
 }

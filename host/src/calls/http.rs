@@ -70,14 +70,9 @@ where
     }));
     match receiver.await {
         Ok(Ok(response)) => Ok((response, finish)),
-        Ok(Err(code)) => {
-            let _ = finish.await;
-            Err(Error::Guest(format!(
-                "the guest answered with an error: {code:?}"
-            )))
-        }
-        // The guest dropped the response without setting it: the task says why.
-        Err(_) => match finish.await {
+        // The guest answered with an error code, or not at all: the task says
+        // which, as the failure it counted.
+        Ok(Err(_)) | Err(_) => match finish.await {
             Ok(Outcome { result: Err(e), .. }) => Err(e),
             Ok(Outcome { result: Ok(()), .. }) => Err(Error::Guest(
                 "the guest returned without setting a response".to_string(),

@@ -296,8 +296,25 @@ impl Sandbox {
     /// around time spent in host calls, where epoch interruption cannot reach), with
     /// the output ceiling checked, and counted. Returns what it did and cost.
     pub(crate) async fn run<T>(
+        self,
+        work: impl AsyncFnOnce(&mut Sandbox) -> Result<T, Error>,
+    ) -> Outcome<T> {
+        self.run_to_end(work, true).await
+    }
+
+    /// Runs `work` as [`Sandbox::run`] does, for work that is not a call (a
+    /// script's check): its fuel is counted, its outcome is not a call's.
+    pub(crate) async fn run_uncounted<T>(
+        self,
+        work: impl AsyncFnOnce(&mut Sandbox) -> Result<T, Error>,
+    ) -> Outcome<T> {
+        self.run_to_end(work, false).await
+    }
+
+    async fn run_to_end<T>(
         mut self,
         work: impl AsyncFnOnce(&mut Sandbox) -> Result<T, Error>,
+        is_call: bool,
     ) -> Outcome<T> {
         let deadline = tokio::time::Instant::from_std(self.scope().deadline);
         let mut result = tokio::time::timeout_at(deadline, work(&mut self))
@@ -315,33 +332,14 @@ impl Sandbox {
         };
         let scope = self.scope();
         let counters = scope.host.counters();
-        counters.record_call(&outcome.result);
+        if is_call {
+            counters.record_call(&outcome.result);
+        }
         // Nested calls' fuel is charged to their caller, which counts it.
         if scope.depth == 0 {
             counters.add_fuel(outcome.fuel_burned);
         }
         outcome
-    }
-
-    /// Runs `work` as [`Sandbox::run`] does, for work that is not a call (a
-    /// script's check): its fuel is counted, its outcome is not a call's.
-    pub(crate) async fn run_uncounted<T>(
-        mut self,
-        work: impl AsyncFnOnce(&mut Sandbox) -> Result<T, Error>,
-    ) -> Outcome<T> {
-        let deadline = tokio::time::Instant::from_std(self.scope().deadline);
-        let result = tokio::time::timeout_at(deadline, work(&mut self))
-            .await
-            .unwrap_or(Err(Error::Timeout));
-        let fuel_burned = self.settle();
-        if self.scope().depth == 0 {
-            self.scope().host.counters().add_fuel(fuel_burned);
-        }
-        Outcome {
-            result,
-            fuel_burned,
-            elapsed: self.started.elapsed(),
-        }
     }
 
     /// The fuel this call burned, to hand back with its outcome: a top-level call's
