@@ -858,7 +858,14 @@ async fn a_stalled_half_request_is_closed_after_the_header_timeout() {
 /// ones go, the server takes new ones again.
 #[tokio::test]
 async fn connections_beyond_the_cap_are_closed_at_once() {
-    let served = Served::start(&["--max-connections", "2", "--header-timeout", "60s"]);
+    let served = Served::start(&[
+        "--max-connections",
+        "2",
+        "--max-connections-per-client",
+        "2",
+        "--header-timeout",
+        "60s",
+    ]);
     let open: Vec<_> = (0..2)
         .map(|_| std::net::TcpStream::connect(address(&served)).expect("connect"))
         .collect();
@@ -871,6 +878,131 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
         answers_again(&served).await,
         "the server takes connections again"
     );
+}
+
+/// A connection to `served` from `local` (any 127.0.0.0/8 address), with a small
+/// receive buffer, in blocking mode.
+async fn connect_from(served: &Served, local: [u8; 4]) -> std::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket
+        .bind((std::net::Ipv4Addr::from(local), 0).into())
+        .expect("bind");
+    let stream = socket
+        .connect(address(served).parse().expect("an address"))
+        .await
+        .expect("connect")
+        .into_std()
+        .expect("a std stream");
+    stream.set_nonblocking(false).expect("blocking");
+    stream
+}
+
+/// Whether a plain `GET /healthz` on `stream` is answered `200`.
+fn healthz_on(stream: &mut std::net::TcpStream) -> bool {
+    use std::io::{Read as _, Write as _};
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
+}
+
+/// One address holds at most `--max-connections-per-client` connections; its
+/// next is closed at once while another address is still served.
+#[tokio::test]
+async fn one_client_cannot_take_every_connection() {
+    let served = Served::start(&[
+        "--max-connections",
+        "8",
+        "--max-connections-per-client",
+        "2",
+        "--header-timeout",
+        "60s",
+    ]);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect_from(&served, [127, 0, 0, 3]).await;
+        assert!(healthz_on(&mut stream), "within the share");
+        held.push(stream);
+    }
+    let mut third = connect_from(&served, [127, 0, 0, 3]).await;
+    assert!(
+        closed_by_server(&mut third, Duration::from_secs(30)),
+        "a third connection from the same address"
+    );
+    let mut other = connect_from(&served, [127, 0, 0, 4]).await;
+    assert!(healthz_on(&mut other), "another address is served");
+    drop(held);
+    let mut again = None;
+    for _ in 0..100 {
+        let mut stream = connect_from(&served, [127, 0, 0, 3]).await;
+        if healthz_on(&mut stream) {
+            again = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        again.is_some(),
+        "the share comes back when its connections close"
+    );
+}
+
+/// A client that asks for a large answer and never reads it loses its connection
+/// after `--send-timeout`, and the answer is cut short.
+#[tokio::test]
+async fn a_client_that_does_not_read_its_answer_is_closed_after_the_send_timeout() {
+    use std::io::{Read as _, Write as _};
+    let served = Served::start(&["--send-timeout", "1s", "--max-connections-per-client", "1"]);
+    let adversary = served.deploy(guests::ADVERSARY).await;
+    let len: usize = 16 << 20;
+    let body = json!({"op": "big-output", "len": len}).to_string();
+    let mut hog = connect_from(&served, [127, 0, 0, 5]).await;
+    hog.write_all(
+        format!(
+            "POST /v1/components/{adversary}/call HTTP/1.1\r\nhost: localhost\r\n\
+             content-type: application/json\r\nburncache-output-bytes: {}\r\n\
+             burncache-memory-bytes: {}\r\ncontent-length: {}\r\n\r\n{body}",
+            64 << 20,
+            256 << 20,
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .expect("request");
+    // The address's one connection is the hog's until the server gives up on it.
+    let mut freed = false;
+    for _ in 0..300 {
+        let mut probe = connect_from(&served, [127, 0, 0, 5]).await;
+        if healthz_on(&mut probe) {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the unread connection was not closed");
+    hog.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut received = Vec::new();
+    let ended = hog.read_to_end(&mut received);
+    assert!(
+        received.starts_with(b"HTTP/1.1 200"),
+        "the call succeeded: {}",
+        String::from_utf8_lossy(&received[..received.len().min(300)])
+    );
+    assert!(
+        ended.is_err() || received.len() < len,
+        "the whole answer was still sent ({} bytes)",
+        received.len()
+    );
+    assert!(answers_again(&served).await);
 }
 
 /// A request asking by header for more than the operator's maximum gets the
@@ -1084,6 +1216,56 @@ async fn a_batch_for_an_unknown_digest_is_refused_before_parsing() {
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"]["kind"], "not-found");
+}
+
+/// The most resident memory a process has had, from `/proc`.
+fn peak_resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a size in kB");
+    kib << 10
+}
+
+/// A 16 MiB batch body of tiny rows costs the server about the body, not a tree of
+/// values many times its size: for an unknown digest, and for a known one (where
+/// past the row cap it is refused).
+#[tokio::test]
+async fn a_large_batch_body_costs_about_its_size() {
+    let served = Served::start(&[]);
+    let adversary = served.deploy(guests::ADVERSARY).await;
+    let body = format!("[{}1]", "1,".repeat((16 << 20) / 2 - 2));
+    assert!(body.len() <= 16 << 20);
+    let before = peak_resident(served.child.id());
+    for (digest, status) in [("0".repeat(64), 404), (adversary, 400)] {
+        let response = served
+            .client
+            .post(served.url(&format!("/v1/components/{digest}/batch")))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), status);
+        let answer: Value = response.json().await.expect("json");
+        if status == 400 {
+            let message = answer["error"]["message"].as_str().expect("a message");
+            assert!(message.contains("rows"), "{message}");
+        }
+    }
+    let grown = peak_resident(served.child.id()).saturating_sub(before);
+    assert!(
+        grown < 4 * body.len() as u64,
+        "the peak grew by {} MiB for a {} MiB body",
+        grown >> 20,
+        body.len() >> 20
+    );
 }
 
 /// Load with faults: four good clients make 1,000 calls between them while a hostile

@@ -58,6 +58,15 @@ pub struct ServeCommand {
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// The most of those one client address may hold [default: half of
+    /// --max-connections]; behind a proxy, raise it to --max-connections.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections_per_client: Option<u32>,
+    /// How long a client may leave an answer unread (taking no byte of it) before
+    /// its connection is closed.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = positive_duration)]
+    send_timeout: Duration,
     /// How long a client may take to send a request's head, and how long an idle
     /// keep-alive connection is kept.
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
@@ -177,6 +186,8 @@ impl ServeCommand {
             max_in_flight: self.max_in_flight as usize,
             max_in_flight_per_client: self.max_in_flight_per_client.map(|n| n as usize),
             max_connections: self.max_connections as usize,
+            max_connections_per_client: self.max_connections_per_client.map(|n| n as usize),
+            send_timeout: self.send_timeout,
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
             max_component_bytes: usize::try_from(self.max_component_size).unwrap_or(usize::MAX),

@@ -395,15 +395,47 @@ fn admit<B>(server: &Server, request: &Request<B>) -> Result<super::Admission, R
         .ok_or(Refusal::Overloaded)
 }
 
+/// The most rows one batch request may carry: each row costs a few dozen bytes of
+/// bookkeeping beyond its text, so a body of tiny rows is bounded by count as well as
+/// by size.
+pub(crate) const MAX_BATCH_ROWS: usize = 100_000;
+
 /// A batch body's rows: a JSON array, each element kept as its own text (no tree of
-/// values is built, so parsing costs about the body's size again).
+/// values is built, so parsing costs about the body's size again), at most
+/// [`MAX_BATCH_ROWS`] of them.
 fn rows_of(body: &[u8]) -> Result<Vec<Payload>, Error> {
-    let rows: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
-        .map_err(|e| Error::InvalidInput(format!("the body must be a JSON array of rows: {e}")))?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Payload::Json(row.get().to_string()))
-        .collect())
+    use serde::Deserializer as _;
+
+    struct Rows;
+    impl<'de> serde::de::Visitor<'de> for Rows {
+        type Value = Vec<Payload>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array of rows")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut rows = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_BATCH_ROWS));
+            while let Some(row) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+                if rows.len() == MAX_BATCH_ROWS {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_BATCH_ROWS} rows; split the batch"
+                    )));
+                }
+                rows.push(Payload::Json(row.get().to_string()));
+            }
+            Ok(rows)
+        }
+    }
+
+    let invalid = |e: serde_json::Error| {
+        Error::InvalidInput(format!("the body must be a JSON array of rows: {e}"))
+    };
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let rows = (&mut json).deserialize_seq(Rows).map_err(invalid)?;
+    json.end().map_err(invalid)?;
+    Ok(rows)
 }
 
 fn typed(body: Body, content_type: &'static str) -> Response<Body> {

@@ -3,13 +3,13 @@
 //! digest, Prometheus metrics, overload protection and graceful shutdown.
 
 mod api;
+mod conn;
 mod metrics;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::{BurnCache, Digest, Error, ErrorKind, Limits};
 
+use self::conn::{SendDeadline, Share, Shares};
 use self::metrics::Metrics;
 
 /// How `burncache serve` behaves.
@@ -56,6 +57,12 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// The most connections open at once; more are closed as they are accepted.
     pub max_connections: usize,
+    /// The most of those one client address may hold; `None`: half of
+    /// `max_connections` (at least one).
+    pub max_connections_per_client: Option<usize>,
+    /// How long a connection may go without the client taking a byte of an answer
+    /// that is ready to send before it is closed.
+    pub send_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +79,8 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            max_connections_per_client: None,
+            send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -84,27 +93,14 @@ pub(crate) type Body = HyperOutgoingBody;
 /// client that hung up), and for an HTTP guest only once the guest has finished.
 pub(crate) struct Admission {
     _permit: OwnedSemaphorePermit,
+    _share: Share,
     in_flight: Gauge<i64, AtomicI64>,
-    client: IpAddr,
-    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.in_flight.dec();
-        let mut clients = lock(&self.clients);
-        if let Some(held) = clients.get_mut(&self.client) {
-            *held = held.saturating_sub(1);
-            if *held == 0 {
-                clients.remove(&self.client);
-            }
-        }
     }
-}
-
-/// The map is never left half-updated by a panic, so a poisoned lock is still sound.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How long to wait after `accept` ran out of resources before the next.
@@ -126,8 +122,7 @@ pub(crate) struct Server {
     pub(crate) metrics: Metrics,
     pub(crate) slots: Arc<Semaphore>,
     /// Slots held per client address.
-    clients: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    per_client: usize,
+    clients: Shares,
     next_request: AtomicU64,
 }
 
@@ -174,17 +169,24 @@ pub async fn serve(
     let server = Arc::new(Server {
         metrics: Metrics::new(cache.clone()),
         slots: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-        clients: Arc::default(),
-        per_client: config
-            .max_in_flight_per_client
-            .unwrap_or(config.max_in_flight / 2)
-            .max(1),
+        clients: Shares::new(
+            config
+                .max_in_flight_per_client
+                .unwrap_or(config.max_in_flight / 2),
+        ),
         cache,
         config,
         next_request: AtomicU64::new(1),
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(server.config.max_connections.max(1)));
+    let connections_per_client = Shares::new(
+        server
+            .config
+            .max_connections_per_client
+            .unwrap_or(server.config.max_connections / 2),
+    );
+    let send_timeout = server.config.send_timeout;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -210,6 +212,12 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        let Some(share) = connections_per_client.take(peer.ip()) else {
+            server.metrics.reject("client-connections");
+            tracing::debug!(%peer, "this client holds its share of connections; closing a new one");
+            drop(stream);
+            continue;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
         }
@@ -222,10 +230,13 @@ pub async fn serve(
             .keep_alive(true)
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(
+                TokioIo::new(SendDeadline::new(stream, send_timeout)),
+                service,
+            );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let _open = open;
+            let _open = (open, share);
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
@@ -337,22 +348,15 @@ impl Server {
             self.metrics.reject("overloaded");
             return None;
         };
-        {
-            let mut clients = lock(&self.clients);
-            let held = clients.entry(client).or_default();
-            if *held >= self.per_client {
-                drop(clients);
-                self.metrics.reject("client-overloaded");
-                return None;
-            }
-            *held += 1;
-        }
+        let Some(share) = self.clients.take(client) else {
+            self.metrics.reject("client-overloaded");
+            return None;
+        };
         self.metrics.in_flight.inc();
         Some(Admission {
             _permit: permit,
+            _share: share,
             in_flight: self.metrics.in_flight.clone(),
-            client,
-            clients: self.clients.clone(),
         })
     }
 
@@ -364,7 +368,8 @@ impl Server {
             &format!(
                 "all {} slots are busy, or this client already holds its {}; try again \
                  shortly",
-                self.config.max_in_flight, self.per_client
+                self.config.max_in_flight,
+                self.clients.cap()
             ),
         );
         response
