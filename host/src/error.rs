@@ -149,8 +149,42 @@ impl Error {
     }
 }
 
+impl Error {
+    /// What may be shown to a caller the node does not trust (an HTTP client, a
+    /// guest) in place of this error's details, when those details say where the
+    /// node's store lives or what it holds: `None` when the details are the caller's
+    /// own business. The details are logged.
+    pub(crate) fn redacted(&self) -> Option<&'static str> {
+        match self {
+            Error::Backend(details) => {
+                tracing::warn!("backend failure: {details}");
+                Some(
+                    "the node could not reach a resource it needs (the object store, or a \
+                     free instance); details are in the node's log",
+                )
+            }
+            Error::Integrity(details) => {
+                tracing::warn!("integrity failure: {details}");
+                Some(
+                    "the bytes the object store returned do not hash to their digest; \
+                     details are in the node's log",
+                )
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Guests see what failed, never where the node's store lives: backend and
+/// integrity details go to the log.
 impl From<Error> for WitError {
     fn from(e: Error) -> WitError {
+        if let Some(message) = e.redacted() {
+            return match e {
+                Error::Integrity(_) => WitError::Integrity(message.to_string()),
+                _ => WitError::Backend(message.to_string()),
+            };
+        }
         match e {
             Error::NotFound(d) => WitError::NotFound(d.to_string()),
             Error::InvalidDigest(s) => WitError::InvalidDigest(s),
@@ -204,5 +238,19 @@ mod tests {
             assert_eq!(kind.index(), i);
         }
         assert_eq!(Error::Timeout.kind().as_str(), "timeout");
+    }
+
+    #[test]
+    fn guests_see_what_failed_not_where_the_store_lives() {
+        let secret = "s3://private-bucket/prefix/sha256/00.wasm";
+        for e in [
+            Error::Backend(format!("store {secret}: connection refused")),
+            Error::Integrity(format!("object {secret} hashes to something else")),
+        ] {
+            let kind = e.kind();
+            let seen = Error::from(WitError::from(e));
+            assert_eq!(seen.kind(), kind);
+            assert!(!seen.to_string().contains("private-bucket"), "{seen}");
+        }
     }
 }

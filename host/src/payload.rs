@@ -109,6 +109,25 @@ pub(crate) fn check_output(output: &WitPayload, ceiling: u64) -> Result<(), Erro
     check_contract(output)
 }
 
+/// Outputs longer than this are checked on the blocking pool: reading hundreds of
+/// MiB of JSON on an async worker would stall every connection it serves.
+pub(crate) const CHECK_INLINE_BYTES: u64 = 256 << 10;
+
+/// Runs `check` on `value` (of `len` bytes) where it does not hold up an async
+/// worker: in place when short, on the blocking pool when long. Gives `value` back.
+pub(crate) async fn off_worker<T: Send + 'static, R: Send + 'static>(
+    value: T,
+    len: u64,
+    check: impl FnOnce(T) -> R + Send + 'static,
+) -> Result<R, Error> {
+    if len <= CHECK_INLINE_BYTES {
+        return Ok(check(value));
+    }
+    tokio::task::spawn_blocking(move || check(value))
+        .await
+        .map_err(|e| Error::Backend(format!("the checking task failed: {e}")))
+}
+
 /// Checks that an output in the `json` case holds one JSON document.
 ///
 /// # Errors

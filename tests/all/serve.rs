@@ -29,11 +29,13 @@ impl Served {
     }
 
     /// Starts a server that may hold at most `files` open file descriptors.
-    fn start_with_file_limit(args: &[&str], files: u32) -> Served {
+    /// Starts the server under `ulimit {limit}` (`-n 64`: soft and hard; `-S -n 64`:
+    /// soft only).
+    fn start_with_file_limit(args: &[&str], limit: &str) -> Served {
         let mut shell = Command::new("sh");
         shell
             .arg("-c")
-            .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+            .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
             .arg(BIN);
         Served::spawn(shell, args, "warn", Stdio::inherit())
     }
@@ -955,8 +957,9 @@ async fn one_client_cannot_take_every_connection() {
     );
 }
 
-/// A client that asks for a large answer and never reads it loses its connection
-/// after `--send-timeout`, and the answer is cut short.
+/// A client that asks for a large answer and never reads it holds a slot while the
+/// answer waits, and loses its connection after `--send-timeout`, the answer cut
+/// short.
 #[tokio::test]
 async fn a_client_that_does_not_read_its_answer_is_closed_after_the_send_timeout() {
     use std::io::{Read as _, Write as _};
@@ -977,6 +980,8 @@ async fn a_client_that_does_not_read_its_answer_is_closed_after_the_send_timeout
         .as_bytes(),
     )
     .expect("request");
+    // The unread answer holds its slot as the call did.
+    assert_eq!(in_flight_settles_at(&served, 1.0).await, 1.0);
     // The address's one connection is the hog's until the server gives up on it.
     let mut freed = false;
     for _ in 0..300 {
@@ -1002,6 +1007,7 @@ async fn a_client_that_does_not_read_its_answer_is_closed_after_the_send_timeout
         "the whole answer was still sent ({} bytes)",
         received.len()
     );
+    assert_eq!(in_flight_settles_at(&served, 0.0).await, 0.0);
     assert!(answers_again(&served).await);
 }
 
@@ -1039,6 +1045,9 @@ fn numeric_flags_out_of_range_are_usage_errors() {
         ["--max-in-flight", "0"],
         ["--max-connections", "-1"],
         ["--header-timeout", "0s"],
+        ["--header-timeout", "300000000000y"],
+        ["--max-timeout", "300000000000y"],
+        ["--max-connections-per-client", "0"],
     ] {
         let out = Command::new(BIN)
             .arg("serve")
@@ -1125,20 +1134,22 @@ async fn the_admin_token_is_handled_as_a_secret() {
     );
 }
 
-/// An empty admin token is refused at start; without a token, admin routes answer
-/// only requests addressed to a loopback name.
+/// An empty admin token, or one a client could not send, is refused at start; without a token, admin routes answer
+/// only requests addressed to a loopback name, and none a proxy passed on.
 #[tokio::test]
 async fn admin_routes_without_a_token_answer_only_loopback_names() {
-    let out = Command::new(BIN)
-        .args(["serve", "--admin-token", ""])
-        .output()
-        .expect("run");
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for token in ["", "  ", "t\u{f6}ken", "two words"] {
+        let out = Command::new(BIN)
+            .args(["serve", "--admin-token", token])
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{token:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let served = Served::start(&[]);
     let put = |host: &'static str| {
@@ -1150,6 +1161,25 @@ async fn admin_routes_without_a_token_answer_only_loopback_names() {
             .send()
     };
     assert_eq!(put("attacker.example").await.expect("PUT").status(), 403);
+    // A request a proxy on this machine passed on is not this machine's own, even
+    // when the proxy names the loopback address it forwards to.
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+        ("x-real-ip", "203.0.113.9"),
+        ("via", "1.1 proxy"),
+    ] {
+        let response = served
+            .client
+            .put(served.url("/v1/components"))
+            .header("host", "127.0.0.1:8080")
+            .header(name, value)
+            .body(std::fs::read(guests::ADD_ONE).expect("read"))
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(response.status(), 403, "{name}");
+    }
     assert_eq!(put("localhost:8080").await.expect("PUT").status(), 201);
     assert_eq!(put("127.0.0.1").await.expect("PUT").status(), 200);
 }
@@ -1408,7 +1438,7 @@ fn cpu_time(pid: u32) -> Duration {
 /// every descriptor it may open, it uses little CPU, and once they let go it serves.
 #[tokio::test]
 async fn out_of_file_descriptors_the_server_waits_and_recovers() {
-    let served = Served::start_with_file_limit(&["--max-connections", "1000"], 64);
+    let served = Served::start_with_file_limit(&["--max-connections", "1000"], "-n 64");
     let pid = served.child.id();
     let hogs: Vec<_> = (0..100)
         .filter_map(|_| std::net::TcpStream::connect(address(&served)).ok())
@@ -1423,4 +1453,20 @@ async fn out_of_file_descriptors_the_server_waits_and_recovers() {
     );
     drop(hogs);
     assert!(answers_again(&served).await, "the server serves again");
+}
+
+/// A low soft limit on open files is raised to the hard one as the server starts.
+#[tokio::test]
+async fn the_soft_file_limit_is_raised_to_the_hard_one() {
+    let served = Served::start_with_file_limit(&[], "-S -n 64");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", served.child.id()))
+        .expect("/proc limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("the open-files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_ne!(soft, "64", "{line}");
+    assert_eq!(soft, hard, "{line}");
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::{Instance, Within, prepare};
 use crate::bindings::WitPayload;
-use crate::payload::{check_contract, check_input, payload_len};
+use crate::payload::{check_contract, check_input, off_worker, payload_len};
 use crate::registry::{Compiled, Registry};
 use crate::sandbox::{Outcome, Sandbox};
 use crate::{Digest, Error, Payload};
@@ -41,7 +41,14 @@ pub(crate) async fn execute_batch(
             match instance.call_batch(sandbox, &inputs).await {
                 Ok(rows) if rows.len() == inputs.len() => {
                     let mut budget = OutputBudget::new(sandbox.output_ceiling());
-                    Ok(rows.into_iter().map(|row| budget.row(row)).collect())
+                    let len = rows
+                        .iter()
+                        .map(|row| row.as_ref().map_or(0, payload_len))
+                        .sum();
+                    off_worker(rows, len, move |rows| {
+                        rows.into_iter().map(|row| budget.row(row)).collect()
+                    })
+                    .await
                 }
                 Ok(rows) => Err(Error::Trap(format!(
                     "call-batch returned {} results for {} inputs",
@@ -74,7 +81,16 @@ async fn row_by_row(
     for (row, input) in inputs.iter().enumerate() {
         let returned = instance.call(sandbox, input).await;
         out.push(match returned {
-            Ok(row) => budget.row(row),
+            Ok(row) => {
+                let len = row.as_ref().map_or(0, payload_len);
+                let checked = off_worker((budget, row), len, |(mut budget, row)| {
+                    let row = budget.row(row);
+                    (budget, row)
+                })
+                .await?;
+                budget = checked.0;
+                checked.1
+            }
             Err(e) => match sandbox.classify(e) {
                 // The budget is the batch's: once it is gone, the batch is.
                 e @ (Error::FuelExhausted | Error::Timeout) => return Err(e),

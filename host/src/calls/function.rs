@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::{Instance, Within, prepare};
 use crate::bindings::WitPayload;
-use crate::payload::{check_error, check_input, check_output};
+use crate::payload::{check_error, check_input, check_output, off_worker, payload_len};
 use crate::registry::Registry;
 use crate::sandbox::Outcome;
 use crate::{Digest, Payload};
@@ -33,8 +33,12 @@ pub(crate) async fn execute(
                 Ok(Err(e)) => return Err(check_error(e, sandbox.output_ceiling())),
                 Err(e) => return Err(sandbox.classify(e)),
             };
-            check_output(&output, sandbox.output_ceiling())?;
-            Ok(Payload::from(output))
+            let ceiling = sandbox.output_ceiling();
+            let len = payload_len(&output);
+            off_worker(output, len, move |output| {
+                check_output(&output, ceiling).map(|()| Payload::from(output))
+            })
+            .await?
         })
         .await
         .spent(spent)

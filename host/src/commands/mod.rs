@@ -124,7 +124,15 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("{e} (try `500ms` or `2s`)"))
+    /// Longer than any timeout or grace period means anything by; short enough
+    /// that adding it to the clock cannot overflow.
+    const LONGEST: Duration = Duration::from_secs(366 * 24 * 3600);
+    let duration =
+        humantime::parse_duration(text.trim()).map_err(|e| format!("{e} (try `500ms` or `2s`)"))?;
+    if duration > LONGEST {
+        return Err("must be at most a year (366d)".to_string());
+    }
+    Ok(duration)
 }
 
 /// Components to register before the call, so that the called guest can reach them

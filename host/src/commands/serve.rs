@@ -125,6 +125,13 @@ fn non_empty(text: &str) -> Result<String, String> {
     if token.is_empty() {
         return Err("the admin token is empty".to_string());
     }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "the admin token must be visible ASCII (no spaces or other characters), as a \
+             bearer token is"
+                .to_string(),
+        );
+    }
     Ok(token.to_string())
 }
 
@@ -132,6 +139,34 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     match super::parse_duration(text)? {
         d if d.is_zero() => Err("must be longer than zero".to_string()),
         d => Ok(d),
+    }
+}
+
+/// Descriptors kept for what is not a connection: the store, artifacts, logs.
+const FILES_IN_RESERVE: u64 = 64;
+
+/// Raises the soft limit on open files to the hard one: the usual soft limit (1024)
+/// is no more than the default connection cap, and a server that runs out of
+/// descriptors can no longer open its store or artifacts. Warns when even the hard
+/// limit leaves too little beside `max_connections`.
+fn raise_file_limit(max_connections: u32) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    if limit.current != limit.maximum
+        && let Err(e) = setrlimit(Resource::Nofile, raised)
+    {
+        tracing::debug!("cannot raise the open-files limit: {e}");
+    }
+    let files = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    if files < u64::from(max_connections).saturating_add(FILES_IN_RESERVE) {
+        tracing::warn!(
+            "the open-files limit ({files}) leaves too few descriptors beside \
+             --max-connections {max_connections}; lower it or raise the limit (ulimit -n)"
+        );
     }
 }
 
@@ -143,18 +178,15 @@ impl ServeCommand {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the admin token from {}", path.display()))?;
-        let token = text.lines().next().unwrap_or_default().trim().to_string();
-        if token.is_empty() {
-            anyhow::bail!(super::ConfigError(format!(
-                "the admin token file {} is empty",
-                path.display()
-            )));
-        }
+        let token = non_empty(text.lines().next().unwrap_or_default()).map_err(|e| {
+            super::ConfigError(format!("the admin token file {}: {e}", path.display()))
+        })?;
         Ok(Some(token))
     }
 
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let admin_token = self.admin_token()?;
+        raise_file_limit(self.max_connections);
         let maxima = self.maxima.maxima();
         let cache = self.node.cache_with(|config| {
             // A default above a maximum is lowered to it.

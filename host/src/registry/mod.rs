@@ -45,6 +45,10 @@ pub(crate) struct Registry {
     publishing: Mutex<Vec<JoinHandle<()>>>,
     /// The JavaScript runtime, compiled (or loaded) once, on the first script.
     js_runtime: Arc<Once<JsRuntimePre<CallState>>>,
+    /// Compiles running at once: at most one per core. A compile goes on after its
+    /// callers have gone (the next caller wants it), so it is bounded here rather
+    /// than by the callers' slots.
+    compiling: tokio::sync::Semaphore,
 }
 
 type Fetch = OnceCell<Result<Arc<[u8]>, Error>>;
@@ -106,6 +110,9 @@ impl Registry {
             fetches: Mutex::default(),
             publishing: Mutex::default(),
             js_runtime: Arc::default(),
+            compiling: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            ),
         })
     }
 
@@ -366,6 +373,11 @@ impl Registry {
     ) -> Result<Compiled, Error> {
         let counters = &self.counters;
         let registry = self.clone();
+        let _compiling = self
+            .compiling
+            .acquire()
+            .await
+            .map_err(|_| Error::Backend("the node is shutting down".to_string()))?;
         let started = Instant::now();
         let outcome = blocking(move || registry.ready_component(digest, &source)).await;
         let took = started.elapsed();

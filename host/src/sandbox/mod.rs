@@ -83,7 +83,7 @@ impl Scope {
             uncharged: AtomicU64::new(0),
         });
         Scope {
-            deadline: Instant::now() + ceilings.timeout,
+            deadline: deadline_after(ceilings.timeout),
             depth: 0,
             ceilings,
             tree,
@@ -125,11 +125,20 @@ impl Scope {
         Ok(Scope {
             host: self.host.clone(),
             depth,
-            deadline: (Instant::now() + ceilings.timeout).min(self.deadline),
+            deadline: deadline_after(ceilings.timeout).min(self.deadline),
             ceilings,
             tree: self.tree.clone(),
         })
     }
+}
+
+/// The instant `timeout` from now; a timeout too long for the clock (an embedder's
+/// `Duration::MAX`) is a deadline a century away rather than a panic.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 /// One top-level call and every call nested in it. Nested calls are synchronous, so

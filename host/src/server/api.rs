@@ -47,7 +47,10 @@ pub(super) async fn route(
         Err(Refusal::Status(status, kind, message)) => {
             server.metrics.reject(kind);
             let mut response = error_json(status, kind, &message);
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
+            if matches!(
+                status,
+                StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ) {
                 // The rest of the body is not read: close rather than resync.
                 response.headers_mut().insert(
                     header::CONNECTION,
@@ -102,6 +105,21 @@ fn authorize(server: &Server, request: &Request<Incoming>) -> Result<(), Refusal
                     .to_string(),
             ));
         }
+        // A reverse proxy on this machine connects from loopback and often names
+        // the loopback address it forwards to: what it passes on came from elsewhere.
+        if let Some(name) = PROXY_HEADERS
+            .iter()
+            .find(|name| request.headers().contains_key(**name))
+        {
+            return Err(Refusal::Status(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "without an admin token, this route does not answer requests passed on \
+                     by a proxy (the request carries `{name}`); set an admin token"
+                ),
+            ));
+        }
         return Ok(());
     };
     if bearer(request).is_some_and(|given| same_secret(given, token)) {
@@ -113,6 +131,16 @@ fn authorize(server: &Server, request: &Request<Incoming>) -> Result<(), Refusal
         "this route needs `Authorization: Bearer <admin token>`".to_string(),
     ))
 }
+
+/// Headers a proxy adds to what it passes on.
+const PROXY_HEADERS: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "via",
+];
 
 /// The token of an `Authorization: Bearer` header (the scheme in any case).
 pub(super) fn bearer<B>(request: &Request<B>) -> Option<&str> {
@@ -184,11 +212,24 @@ pub(super) fn same_secret(given: &str, token: &str) -> bool {
         == 0
 }
 
-/// Reads and drops a refused request's body (up to `limit` bytes), so that the
-/// client, still sending it, gets the refusal instead of a reset connection.
-async fn drain(request: Request<Incoming>, limit: usize, timeout: std::time::Duration) {
-    let mut body = Limited::new(request.into_body(), limit);
-    let _ = tokio::time::timeout(timeout, async {
+/// How much of a refused request's body is read and dropped, and for how long, so
+/// that a client still sending a small body gets the refusal rather than a reset.
+/// Past that the connection is closed: a refused client gets no more of the node.
+const DRAIN_BYTES: usize = 64 << 10;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and drops the start of a refused request's body (see [`DRAIN_BYTES`]); a
+/// client waiting for `100 Continue` is not invited to send it at all.
+async fn drain(request: Request<Incoming>) {
+    let expects_continue = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        return;
+    }
+    let mut body = Limited::new(request.into_body(), DRAIN_BYTES);
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
         while let Some(Ok(_)) = body.frame().await {}
     })
     .await;
@@ -243,14 +284,11 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 
 async fn deploy(server: &Arc<Server>, request: Request<Incoming>) -> Served {
     if let Err(refusal) = authorize(server, &request) {
-        drain(
-            request,
-            server.config.max_component_bytes,
-            server.config.body_timeout,
-        )
-        .await;
+        drain(request).await;
         return Err(refusal);
     }
+    // An upload is hashed, checked and compiled: work, inside a slot.
+    let admission = admit(server, &request)?;
     let bytes = read_body(server, request, server.config.max_component_bytes).await?;
     let digest = Digest::of(&bytes);
     let held = server.cache.holds(&digest);
@@ -267,7 +305,10 @@ async fn deploy(server: &Arc<Server>, request: Request<Incoming>) -> Served {
                 StatusCode::CREATED
             };
             Ok((
-                json_response(status, &json!({ "digest": digest.to_string() })),
+                admission.hold_until_sent(json_response(
+                    status,
+                    &json!({ "digest": digest.to_string() }),
+                )),
                 log,
             ))
         }
@@ -280,7 +321,7 @@ async fn deploy(server: &Arc<Server>, request: Request<Incoming>) -> Served {
 
 async fn describe(server: &Arc<Server>, request: &Request<Incoming>, digest: Digest) -> Served {
     // Decoding a component is work: inside a slot, off the async workers.
-    let _admission = admit(server, request)?;
+    let admission = admit(server, request)?;
     let source = server.cache.fetch_source(&digest).await?;
     let inspection = tokio::task::spawn_blocking(move || crate::inspect(&source))
         .await
@@ -288,19 +329,14 @@ async fn describe(server: &Arc<Server>, request: &Request<Incoming>, digest: Dig
     let mut value = serde_json::to_value(&inspection).unwrap_or(Value::Null);
     value["compiled"] = json!(server.cache.is_compiled(&digest));
     Ok((
-        json_response(StatusCode::OK, &value),
+        admission.hold_until_sent(json_response(StatusCode::OK, &value)),
         RequestLog::default().with_digest(digest),
     ))
 }
 
 async fn forget(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
     if let Err(refusal) = authorize(server, &request) {
-        drain(
-            request,
-            server.config.max_input_bytes,
-            server.config.body_timeout,
-        )
-        .await;
+        drain(request).await;
         return Err(refusal);
     }
     if !server.cache.forget(&digest) {
@@ -366,8 +402,9 @@ fn is_json(request: &Request<Incoming>) -> Result<bool, Refusal> {
 async fn call(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
     let limits = limits(server, &request)?;
     let json_in = is_json(&request)?;
-    // The slot first: the body is read, and the input checked, inside it.
-    let _admission = admit(server, &request)?;
+    // The slot first: the body is read, and the input checked, inside it; it is
+    // held until the answer has been sent.
+    let admission = admit(server, &request)?;
     let body = read_body(server, request, server.config.max_input_bytes).await?;
     let input = if json_in {
         let text = String::from_utf8(body.to_vec())
@@ -383,6 +420,7 @@ async fn call(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) 
         Ok(Payload::Bytes(bytes)) => typed(full(bytes), "application/octet-stream"),
         Err(e) => error_response(&e),
     };
+    let response = admission.hold_until_sent(response);
     Ok((with_fuel(response, outcome.fuel_burned), log))
 }
 
@@ -457,8 +495,8 @@ fn with_fuel(mut response: Response<Body>, fuel: u64) -> Response<Body> {
 async fn batch(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
     let limits = limits(server, &request)?;
     // The slot first; then the body, bounded; the rows are parsed only for a
-    // component this node can run, and off the async workers.
-    let _admission = admit(server, &request)?;
+    // component this node can run, and off the async workers, as is the answer.
+    let admission = admit(server, &request)?;
     let body = read_body(server, request, server.config.max_input_bytes).await?;
     server.cache.register_by_hash(&digest).await?;
     let rows = tokio::task::spawn_blocking(move || rows_of(&body))
@@ -471,24 +509,48 @@ async fn batch(server: &Arc<Server>, request: Request<Incoming>, digest: Digest)
     let log = RequestLog::ran(digest, &outcome);
     let response = match outcome.result {
         Ok(results) => {
-            let rows: Vec<Value> = results.into_iter().map(row_json).collect();
-            json_response(StatusCode::OK, &Value::Array(rows))
+            let answer = tokio::task::spawn_blocking(move || batch_answer(results))
+                .await
+                .map_err(|e| Error::Backend(format!("the answering task failed: {e}")))?;
+            typed(full(answer), "application/json")
         }
         Err(e) => error_response(&e),
     };
+    let response = admission.hold_until_sent(response);
     Ok((with_fuel(response, outcome.fuel_burned), log))
 }
 
-fn row_json(row: Result<Payload, Error>) -> Value {
-    match row {
-        Ok(Payload::Json(text)) => {
-            json!({ "ok": serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)) })
+/// A batch's answer, written out row by row: a JSON output goes in as the text the
+/// guest returned (already checked to be JSON), never as a tree of values.
+fn batch_answer(results: Vec<Result<Payload, Error>>) -> String {
+    use std::fmt::Write as _;
+    let mut answer = String::from("[");
+    for (i, row) in results.into_iter().enumerate() {
+        if i > 0 {
+            answer.push(',');
         }
-        Ok(Payload::Bytes(bytes)) => {
-            json!({ "ok_bytes_hex": bytes.iter().map(|b| format!("{b:02x}")).collect::<String>() })
-        }
-        Err(e) => {
-            json!({ "error": { "kind": e.kind().as_str(), "message": super::client_message(&e) } })
+        match row {
+            Ok(Payload::Json(text)) => {
+                answer.push_str("{\"ok\":");
+                answer.push_str(&text);
+                answer.push('}');
+            }
+            Ok(Payload::Bytes(bytes)) => {
+                answer.reserve(bytes.len() * 2 + 20);
+                answer.push_str("{\"ok_bytes_hex\":\"");
+                for byte in bytes {
+                    let _ = write!(answer, "{byte:02x}");
+                }
+                answer.push_str("\"}");
+            }
+            Err(e) => {
+                let error = json!({
+                    "error": { "kind": e.kind().as_str(), "message": super::client_message(&e) }
+                });
+                answer.push_str(&error.to_string());
+            }
         }
     }
+    answer.push(']');
+    answer
 }

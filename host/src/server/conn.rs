@@ -41,6 +41,7 @@ impl Shares {
 
     /// One more share for `client`; `None` when it already holds its cap.
     pub(crate) fn take(&self, client: IpAddr) -> Option<Share> {
+        let client = client_of(client);
         let mut held = lock(&self.held);
         let count = held.entry(client).or_default();
         if *count >= self.cap {
@@ -63,6 +64,18 @@ impl Drop for Share {
                 held.remove(&self.client);
             }
         }
+    }
+}
+
+/// Who an address belongs to, for the shares: an IPv4 address as itself (also when
+/// it arrives IPv4-mapped on an IPv6 socket), an IPv6 address as its /64, since one
+/// host is commonly given a whole /64 to pick addresses from.
+fn client_of(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from_bits(
+            v6.to_bits() & !u128::from(u64::MAX),
+        )),
     }
 }
 
@@ -170,5 +183,20 @@ mod tests {
         assert!(shares.take(b).is_some(), "another address has its own");
         drop(first);
         assert!(shares.take(a).is_some(), "given back on drop");
+    }
+
+    #[test]
+    fn an_ipv6_host_is_its_slash_64_and_mapped_ipv4_is_ipv4() {
+        let shares = Shares::new(1);
+        let one: IpAddr = "2001:db8:1:2::1".parse().expect("v6");
+        let same_net: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("v6");
+        let other_net: IpAddr = "2001:db8:1:3::1".parse().expect("v6");
+        let _held = shares.take(one).expect("first");
+        assert!(shares.take(same_net).is_none(), "the same /64");
+        assert!(shares.take(other_net).is_some(), "another /64");
+        let v4: IpAddr = "192.0.2.7".parse().expect("v4");
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("mapped");
+        let _v4 = shares.take(v4).expect("v4");
+        assert!(shares.take(mapped).is_none(), "the same IPv4 host");
     }
 }

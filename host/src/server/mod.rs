@@ -103,6 +103,47 @@ impl Drop for Admission {
     }
 }
 
+impl Admission {
+    /// `response`, its body now holding this admission: the slot is given back once
+    /// the answer has been sent (or its client is gone), so answers buffered for slow
+    /// readers count against the slots like the calls that made them.
+    pub(crate) fn hold_until_sent(self, response: Response<Body>) -> Response<Body> {
+        response.map(|body| {
+            Holding {
+                body,
+                _admission: self,
+            }
+            .boxed_unsync()
+        })
+    }
+}
+
+/// An answer's body and the admission it holds while it is sent.
+struct Holding {
+    body: Body,
+    _admission: Admission,
+}
+
+impl hyper::body::Body for Holding {
+    type Data = Bytes;
+    type Error = <Body as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// How long to wait after `accept` ran out of resources before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -154,9 +195,13 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|e| Error::Backend(format!("cannot read the listening address: {e}")))?;
-    if config.admin_token.as_deref().is_some_and(str::is_empty) {
+    if config
+        .admin_token
+        .as_deref()
+        .is_some_and(|token| token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+    {
         return Err(Error::PermissionDenied(
-            "the admin token is empty; give a non-empty one".to_string(),
+            "the admin token is empty or not visible ASCII; give one a client can send".to_string(),
         ));
     }
     if config.admin_token.is_none() && !local.ip().is_loopback() {
@@ -535,21 +580,8 @@ pub(crate) fn error_response(e: &Error) -> Response<Body> {
 
 /// An error's message as clients may see it.
 pub(crate) fn client_message(e: &Error) -> String {
-    match e {
-        Error::Backend(details) => {
-            tracing::warn!("backend failure: {details}");
-            "the node could not reach a resource it needs (the object store, or a free \
-             instance); details are in the server log"
-                .to_string()
-        }
-        Error::Integrity(details) => {
-            tracing::warn!("integrity failure: {details}");
-            "the bytes the object store returned do not hash to their digest; details \
-             are in the server log"
-                .to_string()
-        }
-        other => other.to_string(),
-    }
+    e.redacted()
+        .map_or_else(|| e.to_string(), ToString::to_string)
 }
 
 pub(crate) fn error_json(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
