@@ -192,6 +192,14 @@ impl ServeCommand {
             // A default above a maximum is lowered to it.
             config.defaults = maxima.resolve(&config.defaults, &Limits::default());
             config.maxima = maxima;
+            if self.max_in_flight > config.max_instances {
+                tracing::warn!(
+                    "--max-in-flight {} is above the node's {} instances: calls past them \
+                     fail with `backend` rather than 503",
+                    self.max_in_flight,
+                    config.max_instances
+                );
+            }
         })?;
         let component = match &self.component {
             Some(path) => {
