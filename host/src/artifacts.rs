@@ -2,18 +2,28 @@
 //! host owns, keyed by (engine compatibility hash, digest).
 //!
 //! Trust: deserializing compiled code runs whatever machine code the file holds, so
-//! this module only ever loads files it wrote itself. They live in a directory
-//! created with mode 0700, every file carries a SHA-256 of its contents that is
-//! checked before use, and a file owned by another user is refused. Compiled code is
-//! never taken from an object store or from a caller. A truncated or corrupted file
-//! is deleted and the component compiled again.
+//! this module only loads a file whose MAC, under a key only this user can read,
+//! covers its code together with the digest it was compiled from and the engine it
+//! was compiled for. A file planted by someone without the key, or copied from one
+//! digest's name to another's, fails the MAC and is deleted. The directory must be
+//! owned by this user and writable by no one else; files are opened relative to the
+//! directory's descriptor without following symlinks, and checked on the opened
+//! descriptor. Compiled code is never taken from an object store or from a caller.
+//!
+//! The key is 32 random bytes kept as hex in `<dir>/node.key` (mode 0600, made on
+//! first use), or a key file the operator provides: nodes given the same key file
+//! can share one artifact directory's contents.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
+use hmac::{Hmac, Mac};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use wasmtime::Engine;
@@ -22,12 +32,45 @@ use wasmtime::component::Component;
 use crate::{Digest, Error};
 
 /// The first bytes of every artifact file: what it is and the format's version.
-const MAGIC: &[u8; 16] = b"burncache-cwasm1";
-const HEADER: usize = MAGIC.len() + 32;
+const MAGIC: &[u8; 16] = b"burncache-cwasm2";
+const TAG: usize = 32;
+const HEADER: usize = MAGIC.len() + TAG;
+/// The name of the node key in the artifact directory.
+pub const NODE_KEY: &str = "node.key";
+/// The largest artifact file read: well above any component's compiled code.
+const LARGEST_ARTIFACT: u64 = 4 << 30;
+
+type Tagger = Hmac<Sha256>;
+
+/// The key artifacts are authenticated with.
+#[derive(Clone)]
+pub(crate) struct ArtifactKey([u8; 32]);
+
+impl std::fmt::Debug for ArtifactKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ArtifactKey(..)")
+    }
+}
 
 /// The artifact directory of one engine configuration.
 pub(crate) struct Artifacts {
-    dir: PathBuf,
+    /// The engine's directory, opened once and checked; every file is reached
+    /// through it.
+    dir: OwnedFd,
+    path: PathBuf,
+    engine: String,
+    key: ArtifactKey,
+    /// The most the engine's directory may hold; the least recently used artifacts
+    /// are deleted past it.
+    max_bytes: u64,
+}
+
+/// Why an artifact was not loaded.
+pub(crate) enum Unloaded {
+    /// There is none for this digest.
+    Missing,
+    /// There was one, and it failed a check (logged); it has been deleted.
+    Rejected,
 }
 
 /// What an artifact directory holds.
@@ -44,115 +87,378 @@ pub struct ArtifactStats {
 }
 
 impl Artifacts {
-    /// Opens (creating if need be) the artifacts of `engine` under `root`.
-    pub(crate) fn open(root: &Path, engine: &Engine) -> Result<Artifacts, Error> {
-        let dir = root.join(engine_key(engine));
+    /// Opens (creating if need be) the artifacts of `engine` under `root`,
+    /// authenticated with the key in `key_file` (default: `root/node.key`, made if
+    /// missing).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] when the directory or the key is owned by
+    /// another user or open to others; [`Error::Backend`] when they cannot be made
+    /// or read.
+    pub(crate) fn open(
+        root: &Path,
+        engine: &Engine,
+        key_file: Option<&Path>,
+        max_bytes: u64,
+    ) -> Result<Artifacts, Error> {
+        let engine_name = engine_key(engine);
+        let path = root.join(&engine_name);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&dir)
+            .create(&path)
             .map_err(|e| {
                 Error::Backend(format!(
                     "cannot create the artifact directory {}: {e}",
-                    dir.display()
+                    path.display()
                 ))
             })?;
-        Ok(Artifacts { dir })
-    }
-
-    fn file(&self, digest: &Digest) -> PathBuf {
-        self.dir.join(format!("{digest}.cwasm"))
-    }
-
-    /// Loads the compiled component for `digest`, if this host saved a sound one.
-    /// A file that fails any check is deleted, so the caller compiles afresh.
-    pub(crate) fn load(&self, engine: &Engine, digest: &Digest) -> Option<Component> {
-        let path = self.file(digest);
-        let bytes = match read_own_file(&path) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return None,
-            Err(why) => {
-                tracing::warn!(path = %path.display(), "discarding a compiled artifact: {why}");
-                let _ = fs::remove_file(&path);
-                return None;
-            }
+        let root_fd = open_own_dir(root)?;
+        let dir = open_own_dir(&path)?;
+        let key = match key_file {
+            Some(file) => read_key(file)?,
+            None => node_key(&root_fd, root)?,
         };
-        // SAFETY: `bytes` come from a file in this host's own 0700 directory, owned by
-        // this user, written by `save` below from `Component::serialize` for an engine
-        // with the same compatibility hash (the directory's name), and their SHA-256
-        // matched the one `save` recorded, so they are exactly what this host wrote.
-        // wasmtime itself also checks the engine configuration in the header.
-        let loaded = unsafe { Component::deserialize(engine, &bytes[HEADER..]) };
-        match loaded {
-            Ok(component) => Some(component),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "discarding a compiled artifact wasmtime refused: {e:#}");
-                let _ = fs::remove_file(&path);
-                None
-            }
+        Ok(Artifacts {
+            dir,
+            path,
+            engine: engine_name,
+            key,
+            max_bytes,
+        })
+    }
+
+    fn name(digest: &Digest) -> String {
+        format!("{digest}.cwasm")
+    }
+
+    /// The MAC of `code` as the artifact of `digest` for this engine.
+    fn tag(&self, digest: &Digest, code: &[u8]) -> Tagger {
+        let mut mac = Tagger::new_from_slice(&self.key.0).expect("HMAC takes any key length");
+        mac.update(b"burncache artifact v2\0");
+        mac.update(self.engine.as_bytes());
+        mac.update(b"\0");
+        mac.update(digest.as_bytes());
+        mac.update(code);
+        mac
+    }
+
+    /// Loads the compiled component for `digest`, if this host (or a node sharing
+    /// its key) saved a sound one. A file that fails any check is deleted, so the
+    /// caller compiles afresh.
+    pub(crate) fn load(&self, engine: &Engine, digest: &Digest) -> Result<Component, Unloaded> {
+        let name = Self::name(digest);
+        let bytes = match self.read_checked(&name, digest) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Err(Unloaded::Missing),
+            Err(why) => return Err(self.reject(&name, why)),
+        };
+        // SAFETY: `bytes` were read through the descriptor of a directory owned by
+        // this user and writable by no one else, from a regular file owned by this
+        // user, and their MAC under the node's key (readable by this user only)
+        // covers this engine's compatibility hash, this digest and every byte of the
+        // code: they are exactly what `save` wrote from `Component::serialize` for
+        // this digest on an engine like this one. wasmtime also checks the engine
+        // configuration recorded in the code itself.
+        match unsafe { Component::deserialize(engine, &bytes[HEADER..]) } {
+            Ok(component) => Ok(component),
+            Err(e) => Err(self.reject(&name, format!("wasmtime refused it: {e:#}"))),
         }
     }
 
-    /// Saves a compiled component for later processes: written to a temporary file,
-    /// flushed, then renamed into place, so a reader never sees half a file.
-    pub(crate) fn save(&self, digest: &Digest, component: &Component) -> Result<(), Error> {
+    fn reject(&self, name: &str, why: String) -> Unloaded {
+        tracing::warn!(dir = %self.path.display(), name, "discarding a compiled artifact: {why}");
+        let _ = rustix::fs::unlinkat(&self.dir, name, AtFlags::empty());
+        Unloaded::Rejected
+    }
+
+    /// Reads an artifact file and checks it: `Ok(None)` when there is none, `Err`
+    /// with the reason when it must not be used.
+    fn read_checked(&self, name: &str, digest: &Digest) -> Result<Option<Vec<u8>>, String> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = match rustix::fs::openat(&self.dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(rustix::io::Errno::LOOP) => return Err("a symbolic link".to_string()),
+            Err(e) => return Err(format!("cannot open it: {e}")),
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|e| format!("cannot stat it: {e}"))?;
+        check_owned(&stat, rustix::fs::FileType::RegularFile, 0o022)?;
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        if size > LARGEST_ARTIFACT {
+            return Err(format!("{size} bytes, larger than any artifact"));
+        }
+        let mut file = fs::File::from(fd);
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        Read::by_ref(&mut file)
+            .take(LARGEST_ARTIFACT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read it: {e}"))?;
+        if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
+            return Err("not an artifact this host wrote (bad header or truncated)".into());
+        }
+        let (header, code) = bytes.split_at(HEADER);
+        self.tag(digest, code)
+            .verify_slice(&header[MAGIC.len()..])
+            .map_err(|_| {
+                "its MAC does not match (planted, copied from another digest, or corrupted)"
+                    .to_string()
+            })?;
+        // Marks it used, for the directory's size bound.
+        let _ = file.set_modified(SystemTime::now());
+        Ok(Some(bytes))
+    }
+
+    /// Saves a compiled component for later processes: written to a temporary file
+    /// of a random name, made exclusively, flushed, then renamed into place, so a
+    /// reader never sees half a file. Then keeps the directory within its bound.
+    /// Returns how many artifacts were deleted to keep the bound.
+    pub(crate) fn save(&self, digest: &Digest, component: &Component) -> Result<u64, Error> {
         let fail = |e: &dyn std::fmt::Display| {
             Error::Backend(format!(
                 "cannot save the compiled artifact of {digest}: {e}"
             ))
         };
         let code = component.serialize().map_err(|e| fail(&e))?;
-        let checksum = Sha256::digest(&code);
-        let temporary = self
-            .dir
-            .join(format!(".{digest}.{}.tmp", std::process::id()));
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
+        let tag = self.tag(digest, &code).finalize().into_bytes();
+        let temporary = format!(".{digest}.{}.tmp", hex::encode(random::<8>()));
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.dir, &temporary, flags, Mode::from_raw_mode(0o600))
             .map_err(|e| fail(&e))?;
+        let mut file = fs::File::from(fd);
         let written = file
             .write_all(MAGIC)
-            .and_then(|()| file.write_all(&checksum))
+            .and_then(|()| file.write_all(&tag))
             .and_then(|()| file.write_all(&code))
             .and_then(|()| file.sync_all());
-        if let Err(e) = written.and_then(|()| fs::rename(&temporary, self.file(digest))) {
-            let _ = fs::remove_file(&temporary);
+        let placed = written.and_then(|()| {
+            rustix::fs::renameat(&self.dir, &temporary, &self.dir, Self::name(digest))
+                .map_err(std::io::Error::from)
+        });
+        if let Err(e) = placed {
+            let _ = rustix::fs::unlinkat(&self.dir, &temporary, AtFlags::empty());
             return Err(fail(&e));
         }
-        Ok(())
+        Ok(self.trim(digest))
+    }
+
+    /// Deletes the least recently used artifacts until the directory holds at
+    /// most `max_bytes`, or only `keep` (the one just saved) is left. Returns how
+    /// many were deleted.
+    fn trim(&self, keep: &Digest) -> u64 {
+        let keep = Self::name(keep);
+        let mut held: Vec<(SystemTime, u64, String)> = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.path) else {
+            return 0;
+        };
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !name.ends_with(".cwasm") {
+                continue;
+            }
+            let Ok(stat) = rustix::fs::statat(&self.dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+            else {
+                continue;
+            };
+            let modified = SystemTime::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(stat.st_mtime).unwrap_or(0));
+            held.push((modified, u64::try_from(stat.st_size).unwrap_or(0), name));
+        }
+        let mut total: u64 = held.iter().map(|(_, size, _)| size).sum();
+        if total <= self.max_bytes {
+            return 0;
+        }
+        held.sort_by_key(|(modified, _, _)| *modified);
+        let mut deleted = 0;
+        for (_, size, name) in held {
+            if total <= self.max_bytes {
+                break;
+            }
+            if name == keep {
+                continue;
+            }
+            if rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty()).is_ok() {
+                total = total.saturating_sub(size);
+                deleted += 1;
+                tracing::info!(dir = %self.path.display(), name, "evicted a compiled artifact");
+            }
+        }
+        deleted
     }
 }
 
-/// Reads an artifact file and checks it: `Ok(None)` when there is none, `Err` with
-/// the reason when it must not be used.
-fn read_own_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
-    let metadata = match fs::symlink_metadata(path) {
-        Ok(metadata) => metadata,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    if !metadata.is_file() {
-        return Err("not a regular file".into());
+/// `N` random bytes from the operating system.
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    bytes
+}
+
+/// Checks that `stat` is a `kind` owned by this user, with none of the `forbidden`
+/// permission bits.
+fn check_owned(
+    stat: &rustix::fs::Stat,
+    kind: rustix::fs::FileType,
+    forbidden: u32,
+) -> Result<(), String> {
+    let found = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+    if found != kind {
+        return Err(format!("a {found:?}, not a {kind:?}"));
     }
     let me = rustix::process::geteuid().as_raw();
-    if metadata.uid() != me {
+    if stat.st_uid != me {
         return Err(format!(
             "owned by uid {}, not by this user ({me})",
-            metadata.uid()
+            stat.st_uid
         ));
     }
-    let bytes = fs::read(path).map_err(|e| e.to_string())?;
-    if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
-        return Err("not an artifact this host wrote (bad header or truncated)".into());
+    let mode = stat.st_mode & 0o777;
+    if mode & forbidden != 0 {
+        return Err(format!("its mode is {mode:o}: open to others"));
     }
-    let recorded = &bytes[MAGIC.len()..HEADER];
-    if Sha256::digest(&bytes[HEADER..]).as_slice() != recorded {
-        return Err("checksum mismatch (truncated or corrupted)".into());
+    Ok(())
+}
+
+/// Opens a directory this user owns and no one else can write to, without
+/// following a symbolic link, and checks it on the opened descriptor.
+fn open_own_dir(path: &Path) -> Result<OwnedFd, Error> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let refused = |why: String| {
+        Error::PermissionDenied(format!(
+            "refusing the artifact directory {}: {why}; use a directory of your own \
+             (chmod 700) or another --artifacts",
+            path.display()
+        ))
+    };
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
+            refused("it is a symbolic link or not a directory".to_string())
+        }
+        e => Error::Backend(format!("cannot open {}: {e}", path.display())),
+    })?;
+    let stat = rustix::fs::fstat(&fd)
+        .map_err(|e| Error::Backend(format!("cannot stat {}: {e}", path.display())))?;
+    check_owned(&stat, rustix::fs::FileType::Directory, 0o022).map_err(refused)?;
+    Ok(fd)
+}
+
+/// The node key in the artifact directory `root`, made (32 random bytes, mode
+/// 0600, created exclusively) if there is none.
+fn node_key(root: &OwnedFd, path: &Path) -> Result<ArtifactKey, Error> {
+    if let Some(key) = read_key_at(root.as_fd(), NODE_KEY, &path.join(NODE_KEY))? {
+        return Ok(key);
     }
-    Ok(Some(bytes))
+    // Written whole under a name of its own, then linked into place, which fails
+    // if another process got there first: no reader ever sees a half-written key.
+    let backend = |e: &dyn std::fmt::Display| {
+        Error::Backend(format!(
+            "cannot make the node key in {}: {e}",
+            path.display()
+        ))
+    };
+    let key = random::<32>();
+    let temporary = format!(".node.key.{}.tmp", hex::encode(random::<8>()));
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(root, &temporary, flags, Mode::from_raw_mode(0o600))
+        .map_err(|e| backend(&e))?;
+    let mut file = fs::File::from(fd);
+    let written = file
+        .write_all(format!("{}\n", hex::encode(key)).as_bytes())
+        .and_then(|()| file.sync_all());
+    let linked = written.and_then(|()| {
+        rustix::fs::linkat(root, &temporary, root, NODE_KEY, AtFlags::empty())
+            .map_err(std::io::Error::from)
+    });
+    let _ = rustix::fs::unlinkat(root, &temporary, AtFlags::empty());
+    match linked {
+        Ok(()) => Ok(ArtifactKey(key)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_key_at(root.as_fd(), NODE_KEY, &path.join(NODE_KEY))?
+                .ok_or_else(|| backend(&"it vanished as it was made"))
+        }
+        Err(e) => Err(backend(&e)),
+    }
+}
+
+/// Reads a key file the operator gave.
+fn read_key(path: &Path) -> Result<ArtifactKey, Error> {
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => (
+            if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            },
+            name,
+        ),
+        _ => {
+            return Err(Error::InvalidInput(format!(
+                "{} is not a key file",
+                path.display()
+            )));
+        }
+    };
+    let dir = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::Backend(format!("cannot open {}: {e}", dir.display())))?;
+    read_key_at(dir.as_fd(), name, path)?.ok_or_else(|| {
+        Error::InvalidInput(format!("there is no artifact key file {}", path.display()))
+    })
+}
+
+/// Reads a key (64 hex digits) from `name` in `dir`: a regular file owned by this
+/// user that no one else may read or write. `None` when there is no such file.
+fn read_key_at(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: impl rustix::path::Arg,
+    path: &Path,
+) -> Result<Option<ArtifactKey>, Error> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(Error::PermissionDenied(format!(
+                "refusing the artifact key {}: a symbolic link",
+                path.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Error::Backend(format!(
+                "cannot open the key {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let stat = rustix::fs::fstat(&fd)
+        .map_err(|e| Error::Backend(format!("cannot stat the key {}: {e}", path.display())))?;
+    check_owned(&stat, rustix::fs::FileType::RegularFile, 0o077).map_err(|why| {
+        Error::PermissionDenied(format!(
+            "refusing the artifact key {}: {why}; it must be this user's, mode 0600",
+            path.display()
+        ))
+    })?;
+    let mut text = String::new();
+    fs::File::from(fd)
+        .take(1024)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::Backend(format!("cannot read the key {}: {e}", path.display())))?;
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
+        Error::InvalidInput(format!(
+            "the artifact key {} must hold 64 hex digits (32 bytes); make one with \
+             `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`",
+            path.display()
+        ))
+    })?;
+    Ok(Some(ArtifactKey(key)))
 }
 
 /// The engine's precompile compatibility hash, as a stable hex name: artifacts from
@@ -172,13 +478,43 @@ fn engine_key(engine: &Engine) -> String {
     hex::encode(&hasher.0.finalize()[..12])
 }
 
+/// Whether `name` is one of the engine directories this module makes.
+fn is_engine_dir_name(name: &str) -> bool {
+    name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Whether `name` is a file this module writes in an engine directory.
+fn is_artifact_name(name: &str) -> bool {
+    name.ends_with(".cwasm") || (name.starts_with('.') && name.ends_with(".tmp"))
+}
+
 /// The default artifact directory: `$XDG_CACHE_HOME/burncache/artifacts`
-/// (`~/.cache/burncache/artifacts`).
-pub fn default_artifact_dir() -> PathBuf {
-    dirs::cache_dir()
-        .unwrap_or_else(std::env::temp_dir)
-        .join("burncache")
-        .join("artifacts")
+/// (`~/.cache/burncache/artifacts`); `None` without a cache directory (no home),
+/// rather than a directory shared with other users.
+pub fn default_artifact_dir() -> Option<PathBuf> {
+    dirs::cache_dir().map(|dir| dir.join("burncache").join("artifacts"))
+}
+
+/// The engine directories under `root` (by their names; never through a link).
+fn engine_dirs(root: &Path) -> Result<Vec<PathBuf>, Error> {
+    let entries = match fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Backend(format!(
+                "cannot read {}: {e}",
+                root.display()
+            )));
+        }
+    };
+    Ok(entries
+        .flatten()
+        .filter(|entry| {
+            entry.file_name().to_str().is_some_and(is_engine_dir_name)
+                && entry.file_type().is_ok_and(|t| t.is_dir())
+        })
+        .map(|entry| entry.path())
+        .collect())
 }
 
 /// Counts what an artifact directory holds, over every engine configuration.
@@ -191,19 +527,9 @@ pub fn artifact_stats(root: &Path) -> Result<ArtifactStats, Error> {
         dir: root.to_path_buf(),
         ..ArtifactStats::default()
     };
-    let engines = match fs::read_dir(root) {
-        Ok(engines) => engines,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(stats),
-        Err(e) => {
-            return Err(Error::Backend(format!(
-                "cannot read {}: {e}",
-                root.display()
-            )));
-        }
-    };
-    for engine in engines.flatten().filter(|e| e.path().is_dir()) {
+    for engine in engine_dirs(root)? {
         stats.engines += 1;
-        for file in fs::read_dir(engine.path()).into_iter().flatten().flatten() {
+        for file in fs::read_dir(engine).into_iter().flatten().flatten() {
             let is_artifact = file.path().extension().is_some_and(|x| x == "cwasm");
             if let (true, Ok(metadata)) = (is_artifact, file.metadata()) {
                 stats.files += 1;
@@ -214,19 +540,32 @@ pub fn artifact_stats(root: &Path) -> Result<ArtifactStats, Error> {
     Ok(stats)
 }
 
-/// Deletes every artifact under `root`, for every engine configuration.
+/// Deletes every artifact under `root`, for every engine configuration: only the
+/// files burncache writes there (`*.cwasm` and its temporary files, in its engine
+/// directories), and those directories once empty. Anything else in `root` stays,
+/// the node key too.
 ///
 /// # Errors
 ///
 /// [`Error::Backend`] when something cannot be deleted.
 pub fn clear_artifacts(root: &Path) -> Result<ArtifactStats, Error> {
     let before = artifact_stats(root)?;
-    match fs::remove_dir_all(root) {
-        Ok(()) => Ok(before),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(before),
-        Err(e) => Err(Error::Backend(format!(
-            "cannot clear {}: {e}",
-            root.display()
-        ))),
+    for engine in engine_dirs(root)? {
+        let entries = fs::read_dir(&engine)
+            .map_err(|e| Error::Backend(format!("cannot read {}: {e}", engine.display())))?;
+        for entry in entries.flatten() {
+            let ours = entry.file_name().to_str().is_some_and(is_artifact_name);
+            let file = entry
+                .file_type()
+                .is_ok_and(|t| t.is_file() || t.is_symlink());
+            if ours && file {
+                fs::remove_file(entry.path()).map_err(|e| {
+                    Error::Backend(format!("cannot delete {}: {e}", entry.path().display()))
+                })?;
+            }
+        }
+        // Kept when something else is in it.
+        let _ = fs::remove_dir(&engine);
     }
+    Ok(before)
 }

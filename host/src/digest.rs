@@ -20,6 +20,12 @@ impl Digest {
         Digest(Sha256::digest(bytes).into())
     }
 
+    /// The digest whose raw bytes are `bytes` (a SHA-256 computed elsewhere, say
+    /// while streaming).
+    pub fn from_bytes(bytes: [u8; 32]) -> Digest {
+        Digest(bytes)
+    }
+
     /// The 32 raw bytes of the digest.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -45,6 +45,25 @@ pub struct Config {
     pub store: Option<Store>,
     /// Where compiled code is kept across restarts. `None`: compile in every process.
     pub artifact_dir: Option<PathBuf>,
+    /// The key file artifacts are authenticated with (64 hex digits, mode 0600).
+    /// `None`: `node.key` in the artifact directory, made on first use. Nodes given
+    /// one key file can use each other's artifacts.
+    pub artifact_key_file: Option<PathBuf>,
+    /// The most bytes of artifacts kept per engine configuration; the least
+    /// recently used are deleted past it.
+    pub artifact_max_bytes: u64,
+    /// The largest component (or script) this node takes, from a caller or from
+    /// the store; a larger object is refused before it is read.
+    pub max_component_bytes: u64,
+    /// The most components held in memory at once; the least recently used are
+    /// dropped past it (and loaded again when called).
+    pub max_held: usize,
+    /// The most bytes of components held in memory (their bytes and compiled
+    /// code); the least recently used are dropped past it.
+    pub max_held_bytes: u64,
+    /// How long the node remembers that the store had no object (or a damaged one)
+    /// for a digest, instead of asking again on every call. Zero: never.
+    pub not_found_ttl: Duration,
 }
 
 impl Default for Config {
@@ -58,6 +77,12 @@ impl Default for Config {
             pooling: true,
             store: None,
             artifact_dir: None,
+            artifact_key_file: None,
+            artifact_max_bytes: 4 << 30,
+            max_component_bytes: 64 << 20,
+            max_held: 1024,
+            max_held_bytes: 2 << 30,
+            not_found_ttl: Duration::from_secs(2),
         }
     }
 }

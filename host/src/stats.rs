@@ -30,6 +30,17 @@ pub struct Stats {
     pub runtime_loads: u64,
     /// Components loaded from the artifact directory instead of compiled.
     pub artifact_loads: u64,
+    /// Artifact files refused (MAC, owner, type or wasmtime's own check) and
+    /// deleted; the component was compiled again.
+    pub artifact_rejections: u64,
+    /// Artifact files deleted to keep the directory within its size bound.
+    pub artifact_evictions: u64,
+    /// Components dropped from memory to keep within the held bounds; a later call
+    /// loads them back (from the artifact, the bytes from the store).
+    pub evictions: u64,
+    /// Look-ups answered from the short-lived memory of digests the store did not
+    /// have (or had damaged), without asking it again.
+    pub negative_hits: u64,
     /// Components fetched (and verified) from the store.
     pub fetches: u64,
     /// Components published to the store by `register`.
@@ -73,6 +84,10 @@ pub(crate) struct Counters {
     pub(crate) runtime_loads: AtomicU64,
     pub(crate) compile_nanos: AtomicU64,
     pub(crate) artifact_loads: AtomicU64,
+    pub(crate) artifact_rejections: AtomicU64,
+    pub(crate) artifact_evictions: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) negative_hits: AtomicU64,
     pub(crate) fetches: AtomicU64,
     pub(crate) publishes: AtomicU64,
     pub(crate) publish_failures: AtomicU64,
@@ -120,6 +135,10 @@ impl Counters {
             runtime_compiles: self.runtime_compiles.load(Relaxed),
             runtime_loads: self.runtime_loads.load(Relaxed),
             artifact_loads: self.artifact_loads.load(Relaxed),
+            artifact_rejections: self.artifact_rejections.load(Relaxed),
+            artifact_evictions: self.artifact_evictions.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
+            negative_hits: self.negative_hits.load(Relaxed),
             fetches: self.fetches.load(Relaxed),
             publishes: self.publishes.load(Relaxed),
             publish_failures: self.publish_failures.load(Relaxed),

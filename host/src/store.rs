@@ -233,15 +233,20 @@ impl Store {
         }
     }
 
-    /// Fetches a component's bytes and checks that they hash to `digest`.
+    /// Fetches a component's bytes, at most `max_bytes` of them, and checks that they
+    /// hash to `digest`. The size the store reports is checked before any byte is
+    /// read, and the bytes are counted as they stream in, so an oversized object
+    /// costs nothing.
     ///
     /// # Errors
     ///
     /// - [`Error::NotFound`] when the store has no object for the digest;
+    /// - [`Error::InvalidInput`] when the object is larger than `max_bytes`;
     /// - [`Error::Integrity`] when the object's bytes hash to something else (the
     ///   object is left in place for the operator; the message names its key);
     /// - [`Error::Backend`] when the store cannot be reached.
-    pub async fn fetch(&self, digest: &Digest) -> Result<Vec<u8>, Error> {
+    pub async fn fetch(&self, digest: &Digest, max_bytes: u64) -> Result<Vec<u8>, Error> {
+        use sha2::Digest as _;
         // Components are the common case; a script costs one more request.
         let (path, got) = match self.get(digest, SourceKind::Component).await? {
             Some(found) => found,
@@ -250,8 +255,26 @@ impl Store {
                 None => return Err(Error::NotFound(*digest)),
             },
         };
-        let bytes = got.bytes().await.map_err(|e| self.backend(e))?;
-        let actual = Digest::of(&bytes);
+        let too_large = || {
+            Error::InvalidInput(format!(
+                "the store's object for {digest} is larger than this node's \
+                 {max_bytes}-byte maximum component size; it was not read"
+            ))
+        };
+        if got.meta.size > max_bytes {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(got.meta.size).unwrap_or(0));
+        let mut hasher = sha2::Sha256::new();
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.backend(e))? {
+            if (bytes.len() + chunk.len()) as u64 > max_bytes {
+                return Err(too_large());
+            }
+            hasher.update(&chunk);
+            bytes.extend_from_slice(&chunk);
+        }
+        let actual = Digest::from_bytes(hasher.finalize().into());
         if actual != *digest {
             return Err(Error::Integrity(format!(
                 "object {path} in {} hashes to {actual}, not {digest}; it was not used, and \
@@ -259,7 +282,7 @@ impl Store {
                 self.url
             )));
         }
-        Ok(bytes.to_vec())
+        Ok(bytes)
     }
 
     /// The object for `digest` of one kind, or `None` when there is none.

@@ -11,6 +11,7 @@ mod sandbox;
 mod scripts;
 mod serve;
 mod store;
+mod trust;
 
 use burncache::{BurnCache, Config, Digest, Limits, Payload};
 use burncache_test_guests as guests;

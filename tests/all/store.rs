@@ -15,7 +15,11 @@ async fn conformance(store: Store) {
     let other = Digest::of(b"never published");
 
     assert_eq!(
-        store.fetch(&digest).await.expect_err("empty").kind(),
+        store
+            .fetch(&digest, 64 << 20)
+            .await
+            .expect_err("empty")
+            .kind(),
         ErrorKind::NotFound
     );
     assert_eq!(store.publish(&digest, &bytes).await, Ok(Published::Created));
@@ -24,9 +28,13 @@ async fn conformance(store: Store) {
         Ok(Published::AlreadyExisted),
         "idempotent"
     );
-    assert_eq!(store.fetch(&digest).await.expect("fetch"), bytes);
+    assert_eq!(store.fetch(&digest, 64 << 20).await.expect("fetch"), bytes);
     assert_eq!(
-        store.fetch(&other).await.expect_err("unknown").kind(),
+        store
+            .fetch(&other, 64 << 20)
+            .await
+            .expect_err("unknown")
+            .kind(),
         ErrorKind::NotFound
     );
 
@@ -143,7 +151,7 @@ async fn tampered_objects_are_refused_and_nothing_is_cached() {
     );
 }
 
-fn raw_s3(server: &S3Server) -> object_store::aws::AmazonS3 {
+pub(crate) fn raw_s3(server: &S3Server) -> object_store::aws::AmazonS3 {
     let mut builder = object_store::aws::AmazonS3Builder::new().with_bucket_name(crate::s3::BUCKET);
     for (key, value) in server.options() {
         builder = builder.with_config(key.parse().expect("a key"), value);
@@ -279,9 +287,13 @@ impl Damage {
     }
 }
 
-fn artifact_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn artifact_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
-    for engine in std::fs::read_dir(dir).expect("dir").flatten() {
+    for engine in std::fs::read_dir(dir)
+        .expect("dir")
+        .flatten()
+        .filter(|entry| entry.path().is_dir())
+    {
         for file in std::fs::read_dir(engine.path())
             .expect("engine dir")
             .flatten()

@@ -41,11 +41,11 @@ impl CacheCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self.action {
             Action::Stats { node } => {
-                let stats = burncache::artifact_stats(&node.artifact_dir())?;
+                let stats = burncache::artifact_stats(&node.artifact_dir_or_fail()?)?;
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             }
             Action::Clear { node } => {
-                let removed = burncache::clear_artifacts(&node.artifact_dir())?;
+                let removed = burncache::clear_artifacts(&node.artifact_dir_or_fail()?)?;
                 eprintln!(
                     "removed {} compiled artifacts ({}) from {}",
                     removed.files,

@@ -152,9 +152,31 @@ pub struct NodeArgs {
     /// [default: file://<data dir>/burncache/store]
     #[arg(long, value_name = "URL", env = "BURNCACHE_STORE")]
     store: Option<String>,
-    /// Where compiled code is kept across runs [default: <cache dir>/burncache/artifacts]
+    /// Where compiled code is kept across runs: a directory of this user's that no
+    /// one else may write [default: <cache dir>/burncache/artifacts; none without a
+    /// home directory]
     #[arg(long, value_name = "DIR", env = "BURNCACHE_ARTIFACTS")]
     artifacts: Option<std::path::PathBuf>,
+    /// The key artifacts are authenticated with: a file of 64 hex digits, mode 0600;
+    /// nodes given the same key can use each other's artifacts [default: node.key in
+    /// the artifact directory, made on first use]
+    #[arg(long, value_name = "FILE", env = "BURNCACHE_ARTIFACT_KEY_FILE")]
+    artifact_key_file: Option<std::path::PathBuf>,
+    /// The most compiled artifacts kept; the least recently used are deleted past it
+    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size)]
+    artifacts_max_size: u64,
+    /// The most components held in memory; the least recently used are dropped past
+    /// it, and loaded again when called
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_held: u32,
+    /// The most memory held components take (their bytes and compiled code)
+    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_size)]
+    max_held_size: u64,
+    /// How long a digest the store did not have is answered `not-found` without
+    /// asking the store again (0s: always ask)
+    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
+    not_found_ttl: std::time::Duration,
 }
 
 impl NodeArgs {
@@ -166,10 +188,21 @@ impl NodeArgs {
         })
     }
 
-    fn artifact_dir(&self) -> std::path::PathBuf {
+    /// The artifact directory, if there is one.
+    fn artifact_dir(&self) -> Option<std::path::PathBuf> {
         self.artifacts
             .clone()
-            .unwrap_or_else(burncache::default_artifact_dir)
+            .or_else(burncache::default_artifact_dir)
+    }
+
+    /// The artifact directory, or a configuration error when there is none.
+    pub(crate) fn artifact_dir_or_fail(&self) -> anyhow::Result<std::path::PathBuf> {
+        self.artifact_dir().ok_or_else(|| {
+            anyhow::Error::new(ConfigError(
+                "there is no artifact directory (no home directory); give --artifacts DIR"
+                    .to_string(),
+            ))
+        })
     }
 
     /// A cache for this invocation, on this node's store and artifacts.
@@ -179,9 +212,20 @@ impl NodeArgs {
 
     /// A cache as [`NodeArgs::cache`] makes it, with settings of the caller's.
     fn cache_with(&self, adjust: impl FnOnce(&mut Config)) -> anyhow::Result<BurnCache> {
+        let artifact_dir = self.artifact_dir();
+        if artifact_dir.is_none() {
+            tracing::warn!(
+                "no cache directory (no home?) and no --artifacts: compiling in every run"
+            );
+        }
         let mut config = Config {
             store: Some(self.store()?),
-            artifact_dir: Some(self.artifact_dir()),
+            artifact_dir,
+            artifact_key_file: self.artifact_key_file.clone(),
+            artifact_max_bytes: self.artifacts_max_size,
+            max_held: self.max_held as usize,
+            max_held_bytes: self.max_held_size,
+            not_found_ttl: self.not_found_ttl,
             ..Config::default()
         };
         adjust(&mut config);

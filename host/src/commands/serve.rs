@@ -192,6 +192,7 @@ impl ServeCommand {
             // A default above a maximum is lowered to it.
             config.defaults = maxima.resolve(&config.defaults, &Limits::default());
             config.maxima = maxima;
+            config.max_component_bytes = self.max_component_size;
             if self.max_in_flight > config.max_instances {
                 tracing::warn!(
                     "--max-in-flight {} is above the node's {} instances: calls past them \

@@ -6,7 +6,7 @@ mod once;
 mod script;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -18,7 +18,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::artifacts::Artifacts;
+use crate::artifacts::{Artifacts, Unloaded};
 use crate::bindings::UdfPre;
 use crate::bindings::js::JsRuntimePre;
 use crate::engine::{self, Config};
@@ -39,6 +39,11 @@ pub(crate) struct Registry {
     pub(crate) counters: Counters,
     artifacts: Option<Artifacts>,
     slots: Mutex<HashMap<Digest, Arc<Slot>>>,
+    /// The clock of the slots' last use, for dropping the least recently used.
+    uses: AtomicU64,
+    /// Digests the store did not have (or had damaged), and until when that is
+    /// believed without asking again.
+    missing: Mutex<HashMap<Digest, (Instant, Error)>>,
     /// Fetches from the store under way, so racing callers share one.
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
     /// Publishes started by `register`, for [`Registry::settle`].
@@ -61,6 +66,8 @@ struct Slot {
     /// Whether the bytes still need publishing: true for bytes a caller handed in,
     /// false for bytes that came from the store.
     unpublished: AtomicBool,
+    /// When it was last looked up, on the registry's clock.
+    used: AtomicU64,
 }
 
 /// How a component came to be ready.
@@ -79,6 +86,8 @@ pub(crate) struct Compiled {
     /// Present when the bytes are a JavaScript script (checked, and ready to run on
     /// the JavaScript runtime).
     pub(crate) script: Option<Script>,
+    /// The size of its compiled code in memory, for the held bounds.
+    pub(crate) size: u64,
 }
 
 /// A component looked up for a call, and the fuel its caller spent readying it (a
@@ -95,7 +104,12 @@ impl Registry {
     pub(crate) fn new(config: Config) -> Result<Registry, Error> {
         let engine = engine::build(&config)?;
         let artifacts = match &config.artifact_dir {
-            Some(dir) => Some(Artifacts::open(dir, &engine)?),
+            Some(dir) => Some(Artifacts::open(
+                dir,
+                &engine,
+                config.artifact_key_file.as_deref(),
+                config.artifact_max_bytes,
+            )?),
             None => None,
         };
         engine::start_deadline_clock(&engine);
@@ -107,6 +121,8 @@ impl Registry {
             counters: Counters::default(),
             artifacts,
             slots: Mutex::default(),
+            uses: AtomicU64::new(0),
+            missing: Mutex::default(),
             fetches: Mutex::default(),
             publishing: Mutex::default(),
             js_runtime: Arc::default(),
@@ -124,7 +140,11 @@ impl Registry {
         bytes: &[u8],
         within: Option<&Scope>,
     ) -> (Result<Digest, Error>, u64) {
+        if let Err(e) = self.check_size(bytes.len() as u64) {
+            return (Err(e), 0);
+        }
         let digest = Digest::of(bytes);
+        self.found(&digest);
         let slot = match self.slot(&digest) {
             Some(slot) => slot,
             None => self.insert(digest, Arc::from(bytes), true),
@@ -148,7 +168,9 @@ impl Registry {
         bytes: &[u8],
     ) -> Result<(Digest, Published), Error> {
         let store = self.store()?;
+        self.check_size(bytes.len() as u64)?;
         let digest = Digest::of(bytes);
+        self.found(&digest);
         let slot = match self.slot(&digest) {
             Some(slot) => slot,
             None => self.insert(digest, Arc::from(bytes), false),
@@ -157,6 +179,25 @@ impl Registry {
         slot.unpublished.store(false, Ordering::Relaxed);
         let published = store.publish(&digest, bytes).await?;
         Ok((digest, published))
+    }
+
+    /// Refuses bytes larger than the node takes.
+    fn check_size(&self, len: u64) -> Result<(), Error> {
+        let most = self.config.max_component_bytes;
+        if len > most {
+            return Err(Error::InvalidInput(format!(
+                "{len} bytes is larger than this node's {most}-byte maximum component size"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Forgets that the store lacked `digest`: its bytes are here now.
+    fn found(&self, digest: &Digest) {
+        let mut missing = lock(&self.missing);
+        if !missing.is_empty() {
+            missing.remove(digest);
+        }
     }
 
     /// Waits for the publishes `register` started in the background.
@@ -261,6 +302,7 @@ impl Registry {
             async move { registry.make(digest, &source, within).await }
         })
         .await;
+        self.evict(&digest);
         Looked {
             result,
             fuel_burned,
@@ -297,17 +339,24 @@ impl Registry {
         let Some(store) = &self.config.store else {
             return Err(Error::NotFound(*digest));
         };
+        if let Some(e) = self.known_missing(digest) {
+            Counters::bump(&self.counters.negative_hits);
+            return Err(e);
+        }
         let fetch = lock(&self.fetches).entry(*digest).or_default().clone();
         let result = fetch
             .get_or_init(|| async {
                 Counters::bump(&self.counters.fetches);
-                let fetched: Result<Arc<[u8]>, Error> = store.fetch(digest).await.map(Arc::from);
+                let most = self.config.max_component_bytes;
+                let fetched: Result<Arc<[u8]>, Error> =
+                    store.fetch(digest, most).await.map(Arc::from);
                 match &fetched {
                     Ok(bytes) => {
                         tracing::info!(%digest, bytes = bytes.len(), store = store.url(), "fetched")
                     }
                     Err(e) => {
-                        tracing::warn!(%digest, store = store.url(), error = %e, "fetch failed")
+                        tracing::warn!(%digest, store = store.url(), error = %e, "fetch failed");
+                        self.remember_missing(digest, e);
                     }
                 }
                 fetched
@@ -319,6 +368,74 @@ impl Registry {
             fetches.remove(digest);
         }
         result
+    }
+
+    /// The failure remembered for `digest`, while it is fresh.
+    fn known_missing(&self, digest: &Digest) -> Option<Error> {
+        let mut missing = lock(&self.missing);
+        let (until, e) = missing.get(digest)?;
+        if Instant::now() < *until {
+            return Some(e.clone());
+        }
+        missing.remove(digest);
+        None
+    }
+
+    /// Remembers, for a short while, that the store had no object for `digest` or
+    /// a damaged one (what a caller can do nothing about by asking again soon); a
+    /// store that failed is asked again at once.
+    fn remember_missing(&self, digest: &Digest, e: &Error) {
+        /// Entries kept at most; past it, the stale ones go, then the rest.
+        const MOST: usize = 65_536;
+        let ttl = self.config.not_found_ttl;
+        if ttl.is_zero() || !matches!(e, Error::NotFound(_) | Error::Integrity(_)) {
+            return;
+        }
+        let now = Instant::now();
+        let mut missing = lock(&self.missing);
+        if missing.len() >= MOST {
+            missing.retain(|_, (until, _)| *until > now);
+            if missing.len() >= MOST {
+                missing.clear();
+            }
+        }
+        missing.insert(*digest, (now + ttl, e.clone()));
+    }
+
+    /// Drops the least recently used components until the node holds at most
+    /// `max_held` of them and `max_held_bytes` of their bytes and code, or only
+    /// `keep` (the one just readied) is left. Callers still running a dropped component keep
+    /// it until they finish; the next call loads it again.
+    fn evict(&self, keep: &Digest) {
+        let mut slots = self.lock();
+        let size = |slot: &Slot| {
+            let code = match slot.compiled.get() {
+                Some(Ok(compiled)) => compiled.size,
+                _ => 0,
+            };
+            slot.source.len() as u64 + code
+        };
+        let mut bytes: u64 = slots.values().map(|slot| size(slot)).sum();
+        let (most, most_bytes) = (self.config.max_held, self.config.max_held_bytes);
+        if slots.len() <= most && bytes <= most_bytes {
+            return;
+        }
+        let mut order: Vec<(u64, Digest)> = slots
+            .iter()
+            .filter(|(digest, _)| *digest != keep)
+            .map(|(digest, slot)| (slot.used.load(Ordering::Relaxed), *digest))
+            .collect();
+        order.sort_unstable_by_key(|(used, _)| *used);
+        for (_, digest) in order {
+            if slots.len() <= most && bytes <= most_bytes {
+                break;
+            }
+            if let Some(slot) = slots.remove(&digest) {
+                bytes = bytes.saturating_sub(size(&slot));
+                Counters::bump(&self.counters.evictions);
+                tracing::debug!(%digest, "dropped from memory (least recently used)");
+            }
+        }
     }
 
     fn publish_in_background(self: &Arc<Self>, digest: Digest, bytes: Arc<[u8]>) {
@@ -348,7 +465,10 @@ impl Registry {
     }
 
     fn slot(&self, digest: &Digest) -> Option<Arc<Slot>> {
-        self.lock().get(digest).cloned()
+        let slot = self.lock().get(digest).cloned()?;
+        slot.used
+            .store(self.uses.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        Some(slot)
     }
 
     fn insert(&self, digest: Digest, source: Arc<[u8]>, unpublished: bool) -> Arc<Slot> {
@@ -359,6 +479,7 @@ impl Registry {
                     source,
                     compiled: Arc::default(),
                     unpublished: AtomicBool::new(unpublished),
+                    used: AtomicU64::new(self.uses.fetch_add(1, Ordering::Relaxed)),
                 })
             })
             .clone()
@@ -421,11 +542,13 @@ impl Registry {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| Error::CompileFailed(format!("cannot link: {e:#}")))?;
+        let code = component.image_range();
         let compiled = Compiled {
             digest,
             udf: UdfPre::new(pre.clone()).ok(),
             proxy: ProxyPre::new(pre).ok(),
             script: None,
+            size: (code.end as usize).saturating_sub(code.start as usize) as u64,
         };
         Ok((compiled, readied))
     }
@@ -446,15 +569,28 @@ impl Registry {
 
     /// The component compiled earlier under `key`, if the artifact directory has it.
     fn load_artifact(&self, key: &Digest) -> Option<Component> {
-        self.artifacts.as_ref()?.load(&self.engine, key)
+        match self.artifacts.as_ref()?.load(&self.engine, key) {
+            Ok(component) => Some(component),
+            Err(Unloaded::Missing) => None,
+            Err(Unloaded::Rejected) => {
+                Counters::bump(&self.counters.artifact_rejections);
+                None
+            }
+        }
     }
 
     /// Saves a compiled component under `key`; a failure is logged, not fatal.
     fn save_artifact(&self, key: &Digest, component: &Component) {
-        if let Some(artifacts) = &self.artifacts
-            && let Err(e) = artifacts.save(key, component)
-        {
-            tracing::warn!(%key, "{e}");
+        let Some(artifacts) = &self.artifacts else {
+            return;
+        };
+        match artifacts.save(key, component) {
+            Ok(evicted) => {
+                self.counters
+                    .artifact_evictions
+                    .fetch_add(evicted, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(%key, "{e}"),
         }
     }
 }

@@ -413,6 +413,7 @@ impl Registry {
                     udf: None,
                     proxy: None,
                     script: Some(script),
+                    size: 0,
                 })
             }),
             keep,

@@ -103,7 +103,7 @@ struct CacheCollector(BurnCache);
 impl Collector for CacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.0.stats();
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 15] = [
             (
                 "cache_hits",
                 "Look-ups that found a finished compile",
@@ -124,6 +124,26 @@ impl Collector for CacheCollector {
                 "artifact_loads",
                 "Components loaded from compiled artifacts",
                 stats.artifact_loads,
+            ),
+            (
+                "artifact_rejections",
+                "Compiled artifacts refused (MAC, owner or type) and deleted",
+                stats.artifact_rejections,
+            ),
+            (
+                "artifact_evictions",
+                "Compiled artifacts deleted to keep the directory within its bound",
+                stats.artifact_evictions,
+            ),
+            (
+                "evictions",
+                "Components dropped from memory to keep within the held bounds",
+                stats.evictions,
+            ),
+            (
+                "negative_hits",
+                "Look-ups answered from the memory of digests the store did not have",
+                stats.negative_hits,
             ),
             (
                 "script_checks",
