@@ -104,6 +104,10 @@ impl Artifacts {
     ) -> Result<Artifacts, Error> {
         let engine_name = engine_key(engine);
         let path = root.join(&engine_name);
+        // A directory that is already there is checked before anything is made in it.
+        if fs::symlink_metadata(root).is_ok() {
+            open_own_dir(root)?;
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -222,7 +226,7 @@ impl Artifacts {
         };
         let code = component.serialize().map_err(|e| fail(&e))?;
         let tag = self.tag(digest, &code).finalize().into_bytes();
-        let temporary = format!(".{digest}.{}.tmp", hex::encode(random::<8>()));
+        let temporary = format!(".{digest}.{}.tmp", hex::encode(random::<8>()?));
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&self.dir, &temporary, flags, Mode::from_raw_mode(0o600))
@@ -257,13 +261,27 @@ impl Artifacts {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            if !name.ends_with(".cwasm") {
-                continue;
-            }
             let Ok(stat) = rustix::fs::statat(&self.dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
             else {
                 continue;
             };
+            if is_artifact_name(&name) && name.ends_with(".tmp") {
+                // A save that crashed half-way leaves one; a live save takes seconds.
+                let age = u64::try_from(stat.st_mtime).ok().and_then(|t| {
+                    SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .ok()?
+                        .as_secs()
+                        .checked_sub(t)
+                });
+                if age.is_some_and(|age| age > 3600) {
+                    let _ = rustix::fs::unlinkat(&self.dir, name.as_str(), AtFlags::empty());
+                }
+                continue;
+            }
+            if !name.ends_with(".cwasm") {
+                continue;
+            }
             let modified = SystemTime::UNIX_EPOCH
                 + std::time::Duration::from_secs(u64::try_from(stat.st_mtime).unwrap_or(0));
             held.push((modified, u64::try_from(stat.st_size).unwrap_or(0), name));
@@ -292,10 +310,11 @@ impl Artifacts {
 }
 
 /// `N` random bytes from the operating system.
-fn random<const N: usize>() -> [u8; N] {
+fn random<const N: usize>() -> Result<[u8; N], Error> {
     let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).expect("the operating system's random source");
-    bytes
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Backend(format!("the operating system's random source: {e}")))?;
+    Ok(bytes)
 }
 
 /// Checks that `stat` is a `kind` owned by this user, with none of the `forbidden`
@@ -360,8 +379,8 @@ fn node_key(root: &OwnedFd, path: &Path) -> Result<ArtifactKey, Error> {
             path.display()
         ))
     };
-    let key = random::<32>();
-    let temporary = format!(".node.key.{}.tmp", hex::encode(random::<8>()));
+    let key = random::<32>()?;
+    let temporary = format!(".node.key.{}.tmp", hex::encode(random::<8>()?));
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rustix::fs::openat(root, &temporary, flags, Mode::from_raw_mode(0o600))
         .map_err(|e| backend(&e))?;
@@ -550,22 +569,51 @@ pub fn artifact_stats(root: &Path) -> Result<ArtifactStats, Error> {
 /// [`Error::Backend`] when something cannot be deleted.
 pub fn clear_artifacts(root: &Path) -> Result<ArtifactStats, Error> {
     let before = artifact_stats(root)?;
+    if fs::symlink_metadata(root).is_err() {
+        return Ok(before);
+    }
+    // Through descriptors, never a path that could be swapped for a link: the root
+    // and each engine directory are opened without following links and checked.
+    let root_fd = open_own_dir(root)?;
     for engine in engine_dirs(root)? {
-        let entries = fs::read_dir(&engine)
+        let Some(name) = engine.file_name() else {
+            continue;
+        };
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let Ok(dir) = rustix::fs::openat(&root_fd, name, flags, Mode::empty()) else {
+            continue;
+        };
+        let owned = rustix::fs::fstat(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|stat| check_owned(&stat, rustix::fs::FileType::Directory, 0o022));
+        if owned.is_err() {
+            continue;
+        }
+        let mut entries = rustix::fs::Dir::read_from(&dir)
             .map_err(|e| Error::Backend(format!("cannot read {}: {e}", engine.display())))?;
-        for entry in entries.flatten() {
-            let ours = entry.file_name().to_str().is_some_and(is_artifact_name);
-            let file = entry
-                .file_type()
-                .is_ok_and(|t| t.is_file() || t.is_symlink());
-            if ours && file {
-                fs::remove_file(entry.path()).map_err(|e| {
-                    Error::Backend(format!("cannot delete {}: {e}", entry.path().display()))
-                })?;
+        let mut ours = Vec::new();
+        while let Some(entry) = entries.read() {
+            let entry = entry
+                .map_err(|e| Error::Backend(format!("cannot read {}: {e}", engine.display())))?;
+            if let Ok(file) = entry.file_name().to_str()
+                && is_artifact_name(file)
+            {
+                ours.push(file.to_string());
+            }
+        }
+        for file in ours {
+            match rustix::fs::unlinkat(&dir, file.as_str(), AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => {
+                    return Err(Error::Backend(format!(
+                        "cannot delete {}: {e}",
+                        engine.join(&file).display()
+                    )));
+                }
             }
         }
         // Kept when something else is in it.
-        let _ = fs::remove_dir(&engine);
+        let _ = rustix::fs::unlinkat(&root_fd, name, AtFlags::REMOVEDIR);
     }
     Ok(before)
 }

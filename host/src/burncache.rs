@@ -20,7 +20,9 @@ use crate::{Digest, Error, Limits, Payload};
 /// compiled exactly once however many callers race for it, and whatever they do: the
 /// first starts the compile in a task of its own, the others wait for the same
 /// outcome, and the outcome is kept even if every caller has gone. A compile failure
-/// is remembered until [`BurnCache::forget`].
+/// is remembered until [`BurnCache::forget`], or until the component is dropped to
+/// keep within [`Config::max_held`](crate::Config::max_held) (only components the
+/// store holds are dropped).
 ///
 /// The cache must be used from within a tokio runtime (compiles run on its blocking
 /// pool).
@@ -107,7 +109,8 @@ impl BurnCache {
     ///
     /// - [`Error::NotFound`] when neither this node nor its store has the component;
     /// - [`Error::Integrity`] when the store's bytes do not hash to the digest
-    ///   (nothing is cached);
+    ///   (nothing is cached but the failure, for
+    ///   [`Config::not_found_ttl`](crate::Config::not_found_ttl), as for not-found);
     /// - [`Error::Backend`] when the store cannot be reached (components this node
     ///   holds keep working);
     /// - otherwise the outcome of its compile, as [`BurnCache::register`].

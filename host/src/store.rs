@@ -108,10 +108,15 @@ impl Store {
     }
 
     /// The store used when none is configured: `file://` under the user's data
-    /// directory (`$XDG_DATA_HOME/burncache/store`, `~/.local/share/burncache/store`).
-    pub fn default_url() -> String {
-        let base = dirs::data_dir().unwrap_or_else(std::env::temp_dir);
-        format!("file://{}", base.join("burncache").join("store").display())
+    /// directory (`$XDG_DATA_HOME/burncache/store`, `~/.local/share/burncache/store`);
+    /// `None` without one (no home directory), rather than a directory other users
+    /// could make first.
+    pub fn default_url() -> Option<String> {
+        let base = dirs::data_dir()?;
+        Some(format!(
+            "file://{}",
+            base.join("burncache").join("store").display()
+        ))
     }
 
     fn directory(path: &Path) -> Result<Store, Error> {

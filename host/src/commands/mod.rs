@@ -181,7 +181,17 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     fn store(&self) -> anyhow::Result<Store> {
-        let url = self.store.clone().unwrap_or_else(Store::default_url);
+        let url = self
+            .store
+            .clone()
+            .or_else(Store::default_url)
+            .ok_or_else(|| {
+                anyhow::Error::new(ConfigError(
+                    "there is no data directory (no home directory) for the default store; \
+                     give --store URL"
+                        .to_string(),
+                ))
+            })?;
         Store::from_url(&url).map_err(|e| match e {
             Error::InvalidInput(why) => anyhow::Error::new(ConfigError(why)),
             other => anyhow::Error::new(other),

@@ -66,6 +66,9 @@ struct Slot {
     /// Whether the bytes still need publishing: true for bytes a caller handed in,
     /// false for bytes that came from the store.
     unpublished: AtomicBool,
+    /// Whether the store holds the bytes (they came from it, or were published to
+    /// it): only then may the slot be dropped, since only then can it come back.
+    durable: AtomicBool,
     /// When it was last looked up, on the registry's clock.
     used: AtomicU64,
 }
@@ -157,7 +160,7 @@ impl Registry {
         if slot.unpublished.load(Ordering::Relaxed)
             && slot.unpublished.swap(false, Ordering::Relaxed)
         {
-            self.publish_in_background(digest, slot.source.clone());
+            self.publish_in_background(digest, slot.clone());
         }
         (Ok(digest), looked.fuel_burned)
     }
@@ -178,6 +181,7 @@ impl Registry {
         self.ready(digest, &slot, None).await.result?;
         slot.unpublished.store(false, Ordering::Relaxed);
         let published = store.publish(&digest, bytes).await?;
+        slot.durable.store(true, Ordering::Relaxed);
         Ok((digest, published))
     }
 
@@ -244,7 +248,9 @@ impl Registry {
             return Ok(slot.source.clone());
         }
         let source = self.fetch(digest).await?;
-        Ok(self.insert(*digest, source, false).source.clone())
+        let source = self.insert(*digest, source, false).source.clone();
+        self.evict(digest);
+        Ok(source)
     }
 
     pub(crate) fn digests(&self) -> Vec<Digest> {
@@ -399,12 +405,15 @@ impl Registry {
                 missing.clear();
             }
         }
-        missing.insert(*digest, (now + ttl, e.clone()));
+        if let Some(until) = now.checked_add(ttl) {
+            missing.insert(*digest, (until, e.clone()));
+        }
     }
 
     /// Drops the least recently used components until the node holds at most
-    /// `max_held` of them and `max_held_bytes` of their bytes and code, or only
-    /// `keep` (the one just readied) is left. Callers still running a dropped component keep
+    /// `max_held` of them and `max_held_bytes` of their bytes and code, or none but
+    /// `keep` (the one just readied) can go. A component the store does not hold
+    /// (registered here, not yet published) never goes: it could not come back. Callers still running a dropped component keep
     /// it until they finish; the next call loads it again.
     fn evict(&self, keep: &Digest) {
         let mut slots = self.lock();
@@ -420,9 +429,17 @@ impl Registry {
         if slots.len() <= most && bytes <= most_bytes {
             return;
         }
+        // Only a slot that can come back (the store holds its bytes), that is not
+        // being readied (dropping one under way would start a second compile), and
+        // that no caller holds right now.
         let mut order: Vec<(u64, Digest)> = slots
             .iter()
-            .filter(|(digest, _)| *digest != keep)
+            .filter(|(digest, slot)| {
+                *digest != keep
+                    && slot.durable.load(Ordering::Relaxed)
+                    && !slot.compiled.is_running()
+                    && Arc::strong_count(slot) == 1
+            })
             .map(|(digest, slot)| (slot.used.load(Ordering::Relaxed), *digest))
             .collect();
         order.sort_unstable_by_key(|(used, _)| *used);
@@ -438,14 +455,15 @@ impl Registry {
         }
     }
 
-    fn publish_in_background(self: &Arc<Self>, digest: Digest, bytes: Arc<[u8]>) {
+    fn publish_in_background(self: &Arc<Self>, digest: Digest, slot: Arc<Slot>) {
         let Some(store) = self.config.store.clone() else {
             return;
         };
         let registry = self.clone();
         let task = tokio::spawn(async move {
-            match store.publish(&digest, &bytes).await {
+            match store.publish(&digest, &slot.source).await {
                 Ok(published) => {
+                    slot.durable.store(true, Ordering::Relaxed);
                     Counters::bump(&registry.counters.publishes);
                     tracing::debug!(%digest, store = store.url(), ?published, "published");
                 }
@@ -464,10 +482,15 @@ impl Registry {
         lock(&self.slots)
     }
 
+    /// The slot of `digest`, marked as used now. The clock is coarse, advancing
+    /// only as slots are added, so the hit path reads it and writes the slot only
+    /// when it moved.
     fn slot(&self, digest: &Digest) -> Option<Arc<Slot>> {
         let slot = self.lock().get(digest).cloned()?;
-        slot.used
-            .store(self.uses.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        let now = self.uses.load(Ordering::Relaxed);
+        if slot.used.load(Ordering::Relaxed) != now {
+            slot.used.store(now, Ordering::Relaxed);
+        }
         Some(slot)
     }
 
@@ -479,7 +502,8 @@ impl Registry {
                     source,
                     compiled: Arc::default(),
                     unpublished: AtomicBool::new(unpublished),
-                    used: AtomicU64::new(self.uses.fetch_add(1, Ordering::Relaxed)),
+                    durable: AtomicBool::new(!unpublished),
+                    used: AtomicU64::new(self.uses.fetch_add(1, Ordering::Relaxed) + 1),
                 })
             })
             .clone()

@@ -56,6 +56,11 @@ impl<T: Clone + Send + Sync + 'static> Once<T> {
         self.kept.get()
     }
 
+    /// Whether an attempt is under way.
+    pub(crate) fn is_running(&self) -> bool {
+        lock(&self.attempt).is_some()
+    }
+
     /// The kept outcome, or the outcome of the attempt under way (joined), or of a
     /// new attempt that `make` starts. Returns the fuel the attempt burned if this
     /// caller started it, else 0.
