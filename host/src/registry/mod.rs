@@ -44,6 +44,9 @@ pub(crate) struct Registry {
     /// Digests the store did not have (or had damaged), and until when that is
     /// believed without asking again.
     missing: Mutex<HashMap<Digest, (Instant, Error)>>,
+    /// Bumped whenever bytes arrive here by `register` or `deploy`: a fetch that
+    /// failed across a bump does not remember its failure, which may be stale.
+    arrivals: AtomicU64,
     /// Fetches from the store under way, so racing callers share one.
     fetches: Mutex<HashMap<Digest, Arc<Fetch>>>,
     /// Publishes started by `register`, for [`Registry::settle`].
@@ -126,6 +129,7 @@ impl Registry {
             slots: Mutex::default(),
             uses: AtomicU64::new(0),
             missing: Mutex::default(),
+            arrivals: AtomicU64::new(0),
             fetches: Mutex::default(),
             publishing: Mutex::default(),
             js_runtime: Arc::default(),
@@ -199,6 +203,7 @@ impl Registry {
     /// Forgets that the store lacked `digest`: its bytes are here now.
     fn found(&self, digest: &Digest) {
         let mut missing = lock(&self.missing);
+        self.arrivals.fetch_add(1, Ordering::Relaxed);
         if !missing.is_empty() {
             missing.remove(digest);
         }
@@ -340,7 +345,8 @@ impl Registry {
     }
 
     /// Fetches and verifies bytes from the store; racing callers share one fetch.
-    /// Failures are not remembered: a store that is down now may be up next time.
+    /// A store that failed is not remembered (it may be up next time); a digest it
+    /// lacked, or held damaged, is, briefly (see [`Registry::remember_missing`]).
     async fn fetch(&self, digest: &Digest) -> Result<Arc<[u8]>, Error> {
         let Some(store) = &self.config.store else {
             return Err(Error::NotFound(*digest));
@@ -353,6 +359,7 @@ impl Registry {
         let result = fetch
             .get_or_init(|| async {
                 Counters::bump(&self.counters.fetches);
+                let arrivals = self.arrivals.load(Ordering::Relaxed);
                 let most = self.config.max_component_bytes;
                 let fetched: Result<Arc<[u8]>, Error> =
                     store.fetch(digest, most).await.map(Arc::from);
@@ -362,7 +369,7 @@ impl Registry {
                     }
                     Err(e) => {
                         tracing::warn!(%digest, store = store.url(), error = %e, "fetch failed");
-                        self.remember_missing(digest, e);
+                        self.remember_missing(digest, e, arrivals);
                     }
                 }
                 fetched
@@ -390,7 +397,9 @@ impl Registry {
     /// Remembers, for a short while, that the store had no object for `digest` or
     /// a damaged one (what a caller can do nothing about by asking again soon); a
     /// store that failed is asked again at once.
-    fn remember_missing(&self, digest: &Digest, e: &Error) {
+    /// `arrivals`: the count when the fetch began; bytes that arrived since may be
+    /// these, so nothing is remembered then.
+    fn remember_missing(&self, digest: &Digest, e: &Error, arrivals: u64) {
         /// Entries kept at most; past it, the stale ones go, then the rest.
         const MOST: usize = 65_536;
         let ttl = self.config.not_found_ttl;
@@ -399,6 +408,9 @@ impl Registry {
         }
         let now = Instant::now();
         let mut missing = lock(&self.missing);
+        if self.arrivals.load(Ordering::Relaxed) != arrivals {
+            return;
+        }
         if missing.len() >= MOST {
             missing.retain(|_, (until, _)| *until > now);
             if missing.len() >= MOST {
