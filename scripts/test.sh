@@ -12,6 +12,8 @@ echo "test: cargo fmt --check"
 cargo fmt --all --check
 echo "test: cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "test: the Kubernetes manifests"
+bash scripts/validate-deploy.sh
 
 server=$(bash scripts/s3-server.sh start --owner-pid $$)
 pid=${server##*pid=}

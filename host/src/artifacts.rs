@@ -52,14 +52,89 @@ impl std::fmt::Debug for ArtifactKey {
     }
 }
 
+/// Seals compiled code as the artifact of one digest for one engine, under one key,
+/// and opens such seals: the node's own artifacts under the node key, the ones a
+/// cluster shares through its store under the cluster key.
+pub(crate) struct Seal {
+    key: ArtifactKey,
+    engine: String,
+}
+
+impl Seal {
+    pub(crate) fn new(key: ArtifactKey, engine: &Engine) -> Seal {
+        Seal {
+            key,
+            engine: engine_key(engine),
+        }
+    }
+
+    /// The name of the engine configuration the seals are for.
+    pub(crate) fn engine(&self) -> &str {
+        &self.engine
+    }
+
+    /// The MAC of `code` as the artifact of `digest` for this engine.
+    fn tag(&self, digest: &Digest, code: &[u8]) -> Tagger {
+        let mut mac = Tagger::new_from_slice(&self.key.0).expect("HMAC takes any key length");
+        mac.update(b"burncache artifact v2\0");
+        mac.update(self.engine.as_bytes());
+        mac.update(b"\0");
+        mac.update(digest.as_bytes());
+        mac.update(code);
+        mac
+    }
+
+    /// `code` sealed: the header, the MAC, the code.
+    pub(crate) fn seal(&self, digest: &Digest, code: &[u8]) -> Vec<u8> {
+        let tag = self.tag(digest, code).finalize().into_bytes();
+        let mut sealed = Vec::with_capacity(HEADER + code.len());
+        sealed.extend_from_slice(MAGIC);
+        sealed.extend_from_slice(&tag);
+        sealed.extend_from_slice(code);
+        sealed
+    }
+
+    /// The code in `sealed`, if its seal is this key's for `digest` on this engine.
+    pub(crate) fn unseal<'a>(&self, digest: &Digest, sealed: &'a [u8]) -> Result<&'a [u8], String> {
+        if sealed.len() < HEADER || &sealed[..MAGIC.len()] != MAGIC {
+            return Err("not a burncache artifact (bad header or truncated)".into());
+        }
+        let (header, code) = sealed.split_at(HEADER);
+        self.tag(digest, code)
+            .verify_slice(&header[MAGIC.len()..])
+            .map_err(|_| {
+                "its MAC does not match (planted, made under another key, copied from another \
+                 digest, or corrupted)"
+                    .to_string()
+            })?;
+        Ok(code)
+    }
+
+    /// The component in `sealed`, if its seal verifies.
+    pub(crate) fn open(
+        &self,
+        engine: &Engine,
+        digest: &Digest,
+        sealed: &[u8],
+    ) -> Result<Component, String> {
+        let code = self.unseal(digest, sealed)?;
+        // SAFETY: the MAC under this seal's key (which only this node, or the nodes
+        // of its cluster, hold) covers this engine's compatibility hash, this digest
+        // and every byte of the code: the code is what `Component::serialize` gave a
+        // key holder for this digest on an engine like this one. wasmtime also
+        // checks the engine configuration recorded in the code itself.
+        unsafe { Component::deserialize(engine, code) }
+            .map_err(|e| format!("wasmtime refused it: {e:#}"))
+    }
+}
+
 /// The artifact directory of one engine configuration.
 pub(crate) struct Artifacts {
     /// The engine's directory, opened once and checked; every file is reached
     /// through it.
     dir: OwnedFd,
     path: PathBuf,
-    engine: String,
-    key: ArtifactKey,
+    seal: Seal,
     /// The most the engine's directory may hold; the least recently used artifacts
     /// are deleted past it.
     max_bytes: u64,
@@ -127,25 +202,16 @@ impl Artifacts {
         Ok(Artifacts {
             dir,
             path,
-            engine: engine_name,
-            key,
+            seal: Seal {
+                key,
+                engine: engine_name,
+            },
             max_bytes,
         })
     }
 
     fn name(digest: &Digest) -> String {
         format!("{digest}.cwasm")
-    }
-
-    /// The MAC of `code` as the artifact of `digest` for this engine.
-    fn tag(&self, digest: &Digest, code: &[u8]) -> Tagger {
-        let mut mac = Tagger::new_from_slice(&self.key.0).expect("HMAC takes any key length");
-        mac.update(b"burncache artifact v2\0");
-        mac.update(self.engine.as_bytes());
-        mac.update(b"\0");
-        mac.update(digest.as_bytes());
-        mac.update(code);
-        mac
     }
 
     /// Loads the compiled component for `digest`, if this host (or a node sharing
@@ -158,17 +224,11 @@ impl Artifacts {
             Ok(None) => return Err(Unloaded::Missing),
             Err(why) => return Err(self.reject(&name, why)),
         };
-        // SAFETY: `bytes` were read through the descriptor of a directory owned by
-        // this user and writable by no one else, from a regular file owned by this
-        // user, and their MAC under the node's key (readable by this user only)
-        // covers this engine's compatibility hash, this digest and every byte of the
-        // code: they are exactly what `save` wrote from `Component::serialize` for
-        // this digest on an engine like this one. wasmtime also checks the engine
-        // configuration recorded in the code itself.
-        match unsafe { Component::deserialize(engine, &bytes[HEADER..]) } {
-            Ok(component) => Ok(component),
-            Err(e) => Err(self.reject(&name, format!("wasmtime refused it: {e:#}"))),
-        }
+        // Read through the descriptor of a directory of this user's that no one else
+        // may write, from a regular file of this user's; the seal says the rest.
+        self.seal
+            .open(engine, digest, &bytes)
+            .map_err(|why| self.reject(&name, why))
     }
 
     fn reject(&self, name: &str, why: String) -> Unloaded {
@@ -199,16 +259,7 @@ impl Artifacts {
             .take(LARGEST_ARTIFACT + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| format!("cannot read it: {e}"))?;
-        if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
-            return Err("not an artifact this host wrote (bad header or truncated)".into());
-        }
-        let (header, code) = bytes.split_at(HEADER);
-        self.tag(digest, code)
-            .verify_slice(&header[MAGIC.len()..])
-            .map_err(|_| {
-                "its MAC does not match (planted, copied from another digest, or corrupted)"
-                    .to_string()
-            })?;
+        self.seal.unseal(digest, &bytes)?;
         // Marks it used, for the directory's size bound.
         let _ = file.set_modified(SystemTime::now());
         Ok(Some(bytes))
@@ -219,24 +270,29 @@ impl Artifacts {
     /// reader never sees half a file. Then keeps the directory within its bound.
     /// Returns how many artifacts were deleted to keep the bound.
     pub(crate) fn save(&self, digest: &Digest, component: &Component) -> Result<u64, Error> {
+        let code = component.serialize().map_err(|e| {
+            Error::Backend(format!(
+                "cannot save the compiled artifact of {digest}: {e}"
+            ))
+        })?;
+        self.save_code(digest, &code)
+    }
+
+    /// Saves compiled code, as [`Artifacts::save`] does a component.
+    pub(crate) fn save_code(&self, digest: &Digest, code: &[u8]) -> Result<u64, Error> {
         let fail = |e: &dyn std::fmt::Display| {
             Error::Backend(format!(
                 "cannot save the compiled artifact of {digest}: {e}"
             ))
         };
-        let code = component.serialize().map_err(|e| fail(&e))?;
-        let tag = self.tag(digest, &code).finalize().into_bytes();
+        let sealed = self.seal.seal(digest, code);
         let temporary = format!(".{digest}.{}.tmp", hex::encode(random::<8>()?));
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&self.dir, &temporary, flags, Mode::from_raw_mode(0o600))
             .map_err(|e| fail(&e))?;
         let mut file = fs::File::from(fd);
-        let written = file
-            .write_all(MAGIC)
-            .and_then(|()| file.write_all(&tag))
-            .and_then(|()| file.write_all(&code))
-            .and_then(|()| file.sync_all());
+        let written = file.write_all(&sealed).and_then(|()| file.sync_all());
         let placed = written.and_then(|()| {
             rustix::fs::renameat(&self.dir, &temporary, &self.dir, Self::name(digest))
                 .map_err(std::io::Error::from)
@@ -403,37 +459,51 @@ fn node_key(root: &OwnedFd, path: &Path) -> Result<ArtifactKey, Error> {
     }
 }
 
-/// Reads a key file the operator gave.
-fn read_key(path: &Path) -> Result<ArtifactKey, Error> {
-    let (dir, name) = match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => (
-            if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            },
-            name,
-        ),
-        _ => {
+/// Reads a key file the operator gave: a regular file (a symbolic link to one is
+/// followed, as a mounted Kubernetes secret is) of this user's or root's, that no
+/// one outside its group may read and only its owner may write.
+pub(crate) fn read_key(path: &Path) -> Result<ArtifactKey, Error> {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => {
             return Err(Error::InvalidInput(format!(
-                "{} is not a key file",
+                "there is no key file {}",
+                path.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Error::Backend(format!(
+                "cannot open the key {}: {e}",
                 path.display()
             )));
         }
     };
-    let dir = rustix::fs::open(
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::Backend(format!("cannot open {}: {e}", dir.display())))?;
-    read_key_at(dir.as_fd(), name, path)?.ok_or_else(|| {
-        Error::InvalidInput(format!("there is no artifact key file {}", path.display()))
-    })
+    let stat = rustix::fs::fstat(&fd)
+        .map_err(|e| Error::Backend(format!("cannot stat the key {}: {e}", path.display())))?;
+    let me = rustix::process::geteuid().as_raw();
+    let refused = |why: String| {
+        Error::PermissionDenied(format!(
+            "refusing the key {}: {why}; it must be a regular file of this user's (or \
+             root's), mode 0600 or 0640",
+            path.display()
+        ))
+    };
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(refused("not a regular file".to_string()));
+    }
+    if stat.st_uid != me && stat.st_uid != 0 {
+        return Err(refused(format!("owned by uid {}", stat.st_uid)));
+    }
+    let mode = stat.st_mode & 0o777;
+    if mode & 0o027 != 0 {
+        return Err(refused(format!("its mode is {mode:o}")));
+    }
+    parse_key(fd, path)
 }
 
-/// Reads a key (64 hex digits) from `name` in `dir`: a regular file owned by this
-/// user that no one else may read or write. `None` when there is no such file.
+/// Reads the node key `name` in `dir`: a regular file of this user's that no one
+/// else may read or write, never through a link. `None` when there is none.
 fn read_key_at(
     dir: std::os::fd::BorrowedFd<'_>,
     name: impl rustix::path::Arg,
@@ -464,6 +534,11 @@ fn read_key_at(
             path.display()
         ))
     })?;
+    parse_key(fd, path).map(Some)
+}
+
+/// A key's 64 hex digits, from an opened key file.
+fn parse_key(fd: OwnedFd, path: &Path) -> Result<ArtifactKey, Error> {
     let mut text = String::new();
     fs::File::from(fd)
         .take(1024)
@@ -472,12 +547,12 @@ fn read_key_at(
     let mut key = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
         Error::InvalidInput(format!(
-            "the artifact key {} must hold 64 hex digits (32 bytes); make one with \
+            "the key {} must hold 64 hex digits (32 bytes); make one with \
              `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`",
             path.display()
         ))
     })?;
-    Ok(Some(ArtifactKey(key)))
+    Ok(ArtifactKey(key))
 }
 
 /// The engine's precompile compatibility hash, as a stable hex name: artifacts from

@@ -49,6 +49,11 @@ pub struct Config {
     /// `None`: `node.key` in the artifact directory, made on first use. Nodes given
     /// one key file can use each other's artifacts.
     pub artifact_key_file: Option<PathBuf>,
+    /// The cluster key file (64 hex digits, mode 0600): with one (and a store),
+    /// compiled code is shared through the store, sealed under the key, and a node
+    /// loads what another compiled instead of compiling. Without one, nothing
+    /// compiled is ever read from the store.
+    pub cluster_key_file: Option<PathBuf>,
     /// The most bytes of artifacts kept per engine configuration; the least
     /// recently used are deleted past it.
     pub artifact_max_bytes: u64,
@@ -78,6 +83,7 @@ impl Default for Config {
             store: None,
             artifact_dir: None,
             artifact_key_file: None,
+            cluster_key_file: None,
             artifact_max_bytes: 4 << 30,
             max_component_bytes: 64 << 20,
             max_held: 1024,

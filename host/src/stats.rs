@@ -28,6 +28,9 @@ pub struct Stats {
     pub runtime_compiles: u64,
     /// Times the compiled JavaScript runtime was loaded from the artifact directory.
     pub runtime_loads: u64,
+    /// Times the compiled JavaScript runtime was loaded from the cluster's shared
+    /// artifact.
+    pub runtime_fetches: u64,
     /// Components loaded from the artifact directory instead of compiled.
     pub artifact_loads: u64,
     /// Artifact files refused (MAC, owner, type or wasmtime's own check) and
@@ -35,6 +38,13 @@ pub struct Stats {
     pub artifact_rejections: u64,
     /// Artifact files deleted to keep the directory within its size bound.
     pub artifact_evictions: u64,
+    /// Components loaded from the compiled artifact the cluster shares through the
+    /// store (with a cluster key), instead of compiled.
+    pub artifact_fetches: u64,
+    /// Shared artifacts refused (the seal did not verify); compiled here instead.
+    pub shared_rejections: u64,
+    /// Compiled artifacts shared with the cluster through the store.
+    pub artifact_shares: u64,
     /// Components dropped from memory to keep within the held bounds; a later call
     /// loads them back (from the artifact, the bytes from the store).
     pub evictions: u64,
@@ -82,10 +92,14 @@ pub(crate) struct Counters {
     pub(crate) script_checks: AtomicU64,
     pub(crate) runtime_compiles: AtomicU64,
     pub(crate) runtime_loads: AtomicU64,
+    pub(crate) runtime_fetches: AtomicU64,
     pub(crate) compile_nanos: AtomicU64,
     pub(crate) artifact_loads: AtomicU64,
     pub(crate) artifact_rejections: AtomicU64,
     pub(crate) artifact_evictions: AtomicU64,
+    pub(crate) artifact_fetches: AtomicU64,
+    pub(crate) shared_rejections: AtomicU64,
+    pub(crate) artifact_shares: AtomicU64,
     pub(crate) evictions: AtomicU64,
     pub(crate) negative_hits: AtomicU64,
     pub(crate) fetches: AtomicU64,
@@ -134,9 +148,13 @@ impl Counters {
             script_checks: self.script_checks.load(Relaxed),
             runtime_compiles: self.runtime_compiles.load(Relaxed),
             runtime_loads: self.runtime_loads.load(Relaxed),
+            runtime_fetches: self.runtime_fetches.load(Relaxed),
             artifact_loads: self.artifact_loads.load(Relaxed),
             artifact_rejections: self.artifact_rejections.load(Relaxed),
             artifact_evictions: self.artifact_evictions.load(Relaxed),
+            artifact_fetches: self.artifact_fetches.load(Relaxed),
+            shared_rejections: self.shared_rejections.load(Relaxed),
+            artifact_shares: self.artifact_shares.load(Relaxed),
             evictions: self.evictions.load(Relaxed),
             negative_hits: self.negative_hits.load(Relaxed),
             fetches: self.fetches.load(Relaxed),

@@ -266,19 +266,10 @@ impl Store {
                  {max_bytes}-byte maximum component size; it was not read"
             ))
         };
-        if got.meta.size > max_bytes {
-            return Err(too_large());
-        }
-        let mut bytes = Vec::with_capacity(usize::try_from(got.meta.size).unwrap_or(0));
         let mut hasher = sha2::Sha256::new();
-        let mut stream = got.into_stream();
-        while let Some(chunk) = stream.try_next().await.map_err(|e| self.backend(e))? {
-            if (bytes.len() + chunk.len()) as u64 > max_bytes {
-                return Err(too_large());
-            }
-            hasher.update(&chunk);
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = self
+            .read_capped(got, max_bytes, too_large, |chunk| hasher.update(chunk))
+            .await?;
         let actual = Digest::from_bytes(hasher.finalize().into());
         if actual != *digest {
             return Err(Error::Integrity(format!(
@@ -288,6 +279,99 @@ impl Store {
             )));
         }
         Ok(bytes)
+    }
+
+    /// An object's bytes, refused with `too_large` when the size the store reports,
+    /// or the bytes as they stream in, pass `max_bytes`; each chunk is shown to
+    /// `each` as it arrives.
+    async fn read_capped(
+        &self,
+        got: GetResult,
+        max_bytes: u64,
+        too_large: impl Fn() -> Error,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<Vec<u8>, Error> {
+        if got.meta.size > max_bytes {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(got.meta.size).unwrap_or(0));
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.backend(e))? {
+            if (bytes.len() + chunk.len()) as u64 > max_bytes {
+                return Err(too_large());
+            }
+            each(&chunk);
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
+    /// Whether the store answers: one metadata request for an object that need not
+    /// exist (absent is an answer).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when the store cannot be reached, or its bucket is missing.
+    pub async fn check(&self) -> Result<(), Error> {
+        let probe = self.path("sha256/readiness-probe");
+        match self.objects.head(&probe).await {
+            Ok(_) => Ok(()),
+            Err(e @ object_store::Error::NotFound { .. }) if mentions(&e, "NoSuchBucket") => {
+                Err(self.backend(format!("the bucket does not exist: {e}")))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.backend(e)),
+        }
+    }
+
+    /// Where a cluster's shared compiled artifact of `digest`, for the engine
+    /// configuration named `engine`, lives.
+    pub fn artifact_key(&self, engine: &str, digest: &Digest) -> String {
+        self.artifact_path(engine, digest).to_string()
+    }
+
+    fn artifact_path(&self, engine: &str, digest: &Digest) -> ObjectPath {
+        self.path(&format!("artifacts/{engine}/{digest}.cwasm"))
+    }
+
+    /// A shared compiled artifact's sealed bytes (at most `max_bytes`), or `None`
+    /// when there is none. Nothing here is trusted: the caller opens the seal.
+    pub(crate) async fn fetch_artifact(
+        &self,
+        engine: &str,
+        digest: &Digest,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let path = self.artifact_path(engine, digest);
+        let got = match self.objects.get(&path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.backend(e)),
+        };
+        let too_large = || {
+            Error::InvalidInput(format!(
+                "the shared artifact {path} is larger than {max_bytes} bytes; it was not read"
+            ))
+        };
+        self.read_capped(got, max_bytes, too_large, |_| {})
+            .await
+            .map(Some)
+    }
+
+    /// Writes a shared compiled artifact, over whatever was there (one that did not
+    /// verify is replaced by one that does).
+    pub(crate) async fn publish_artifact(
+        &self,
+        engine: &str,
+        digest: &Digest,
+        sealed: Vec<u8>,
+    ) -> Result<(), Error> {
+        let path = self.artifact_path(engine, digest);
+        self.objects
+            .put(&path, PutPayload::from(sealed))
+            .await
+            .map(drop)
+            .map_err(|e| self.backend(e))
     }
 
     /// The object for `digest` of one kind, or `None` when there is none.

@@ -1,6 +1,7 @@
 //! burncache's integration tests: one binary, a module per area.
 
 mod cli;
+mod cluster;
 mod compile;
 mod deploy;
 mod limits;

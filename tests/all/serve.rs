@@ -1470,3 +1470,50 @@ async fn the_soft_file_limit_is_raised_to_the_hard_one() {
     assert_ne!(soft, "64", "{line}");
     assert_eq!(soft, hard, "{line}");
 }
+
+/// `--preload` readies a component before `/readyz` answers `200`, so the node's
+/// first call of it compiles nothing.
+#[tokio::test]
+async fn a_preloaded_node_reports_ready_and_serves_warm() {
+    let store_dir = tempdir().join("store");
+    let store = burncache::Store::from_url(&burncache::file_url(&store_dir)).expect("store");
+    let bytes = std::fs::read(guests::ADD_ONE).expect("read");
+    let digest = burncache::Digest::of(&bytes);
+    store.publish(&digest, &bytes).await.expect("publish");
+    let served = Served::start(&[
+        "--store",
+        &burncache::file_url(&store_dir),
+        "--preload",
+        &digest.to_string(),
+    ]);
+    let mut ready = false;
+    for _ in 0..300 {
+        let response = served.client.get(served.url("/readyz")).send().await;
+        if response.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "/readyz never answered 200");
+    assert_eq!(
+        metric(
+            &served.metrics("/metrics").await,
+            "burncache_compiles_total"
+        ),
+        1.0,
+        "compiled while preloading"
+    );
+    let (status, answer) = served
+        .call(&digest.to_string(), &json!({"n": 1}), &[])
+        .await;
+    assert_eq!((status, answer), (200, json!({"n": 2})));
+    assert_eq!(
+        metric(
+            &served.metrics("/metrics").await,
+            "burncache_compiles_total"
+        ),
+        1.0,
+        "no compile on the first call"
+    );
+}

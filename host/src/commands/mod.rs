@@ -162,6 +162,11 @@ pub struct NodeArgs {
     /// the artifact directory, made on first use]
     #[arg(long, value_name = "FILE", env = "BURNCACHE_ARTIFACT_KEY_FILE")]
     artifact_key_file: Option<std::path::PathBuf>,
+    /// The cluster key (a file of 64 hex digits, mode 0600): compiled code is shared
+    /// through the store, sealed under it, so a cluster compiles each component once.
+    /// Without one, nothing compiled is read from the store
+    #[arg(long, value_name = "FILE", env = "BURNCACHE_CLUSTER_KEY_FILE")]
+    cluster_key_file: Option<std::path::PathBuf>,
     /// The most compiled artifacts kept; the least recently used are deleted past it
     #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size)]
     artifacts_max_size: u64,
@@ -232,6 +237,7 @@ impl NodeArgs {
             store: Some(self.store()?),
             artifact_dir,
             artifact_key_file: self.artifact_key_file.clone(),
+            cluster_key_file: self.cluster_key_file.clone(),
             artifact_max_bytes: self.artifacts_max_size,
             max_held: self.max_held as usize,
             max_held_bytes: self.max_held_size,

@@ -63,6 +63,10 @@ pub struct ServeCommand {
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections_per_client: Option<u32>,
+    /// Ready this component (a digest in the store) before reporting ready on
+    /// /readyz, so the node takes traffic warm (repeatable)
+    #[arg(long, value_name = "DIGEST", value_parser = parse_digest)]
+    preload: Vec<burncache::Digest>,
     /// How long a client may leave an answer unread (taking no byte of it) before
     /// its connection is closed.
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = positive_duration)]
@@ -133,6 +137,10 @@ fn non_empty(text: &str) -> Result<String, String> {
         );
     }
     Ok(token.to_string())
+}
+
+fn parse_digest(text: &str) -> Result<burncache::Digest, String> {
+    burncache::Digest::parse(text.trim()).map_err(|e| e.to_string())
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {
@@ -229,6 +237,7 @@ impl ServeCommand {
             max_connections: self.max_connections as usize,
             max_connections_per_client: self.max_connections_per_client.map(|n| n as usize),
             send_timeout: self.send_timeout,
+            preload: self.preload.clone(),
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
             max_component_bytes: usize::try_from(self.max_component_size).unwrap_or(usize::MAX),

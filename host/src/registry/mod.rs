@@ -18,7 +18,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::artifacts::{Artifacts, Unloaded};
+use crate::artifacts::{Artifacts, Seal, Unloaded};
 use crate::bindings::UdfPre;
 use crate::bindings::js::JsRuntimePre;
 use crate::engine::{self, Config};
@@ -38,6 +38,10 @@ pub(crate) struct Registry {
     pub(crate) config: Config,
     pub(crate) counters: Counters,
     artifacts: Option<Artifacts>,
+    /// The cluster's seal, when the operator gave a cluster key: compiled code is
+    /// shared through the store under it. Without one, nothing compiled is ever
+    /// read from the store.
+    shared: Option<Seal>,
     slots: Mutex<HashMap<Digest, Arc<Slot>>>,
     /// The clock of the slots' last use, for dropping the least recently used.
     uses: AtomicU64,
@@ -79,8 +83,14 @@ struct Slot {
 /// How a component came to be ready.
 pub(crate) enum Readied {
     Compiled,
+    /// From this node's own artifact.
     Loaded,
+    /// From the artifact the cluster shares through the store.
+    Fetched,
 }
+
+/// The largest shared artifact fetched from the store.
+const LARGEST_SHARED_ARTIFACT: u64 = 1 << 30;
 
 /// A compiled component, linked against everything the host provides.
 pub(crate) struct Compiled {
@@ -118,6 +128,18 @@ impl Registry {
             )?),
             None => None,
         };
+        let shared = match &config.cluster_key_file {
+            Some(file) if config.store.is_some() => {
+                Some(Seal::new(crate::artifacts::read_key(file)?, &engine))
+            }
+            Some(_) => {
+                return Err(Error::InvalidInput(
+                    "a cluster key shares compiled code through the store: give a store too"
+                        .to_string(),
+                ));
+            }
+            None => None,
+        };
         engine::start_deadline_clock(&engine);
         let linker = sandbox::linker(&engine)?;
         Ok(Registry {
@@ -126,6 +148,7 @@ impl Registry {
             config,
             counters: Counters::default(),
             artifacts,
+            shared,
             slots: Mutex::default(),
             uses: AtomicU64::new(0),
             missing: Mutex::default(),
@@ -536,12 +559,35 @@ impl Registry {
             .await
             .map_err(|_| Error::Backend("the node is shutting down".to_string()))?;
         let started = Instant::now();
-        let outcome = blocking(move || registry.ready_component(digest, &source)).await;
+        let make = async move {
+            check_is_component(&source)?;
+            // Counted as it starts, so that a compile is counted even if no caller
+            // is left to hear how it ended.
+            Counters::bump(&registry.counters.compiles);
+            let engine = registry.engine.clone();
+            blocking(move || {
+                Component::new(&engine, &source).map_err(|e| Error::CompileFailed(format!("{e:#}")))
+            })
+            .await
+        };
+        let outcome = match self.ready_code(digest, make).await {
+            Ok((component, readied)) => {
+                let registry = self.clone();
+                blocking(move || registry.link(digest, &component))
+                    .await
+                    .map(|compiled| (compiled, readied))
+            }
+            Err(e) => Err(e),
+        };
         let took = started.elapsed();
         match &outcome {
             Ok((_, Readied::Loaded)) => {
                 Counters::bump(&counters.artifact_loads);
                 tracing::info!(%digest, ?took, "loaded the compiled artifact");
+            }
+            Ok((_, Readied::Fetched)) => {
+                Counters::bump(&counters.artifact_fetches);
+                tracing::info!(%digest, ?took, "loaded the cluster's shared artifact");
             }
             Ok((_, Readied::Compiled)) => {
                 counters.record_compile(took, false);
@@ -555,38 +601,106 @@ impl Registry {
         outcome.map(|(compiled, _)| compiled)
     }
 
-    /// Checks what the bytes are, then loads the compiled component this host saved
-    /// earlier or compiles it (saving the result), and links it against the host.
-    fn ready_component(&self, digest: Digest, bytes: &[u8]) -> Result<(Compiled, Readied), Error> {
-        let loaded = check_is_component(bytes)
-            .ok()
-            .and_then(|()| self.load_artifact(&digest));
-        let (component, readied) = match loaded {
-            Some(component) => (component, Readied::Loaded),
-            None => {
-                // Counted as it starts, so that a compile is counted even if no
-                // caller is left to hear how it ended.
-                Counters::bump(&self.counters.compiles);
-                check_is_component(bytes)?;
-                let component = Component::new(&self.engine, bytes)
-                    .map_err(|e| Error::CompileFailed(format!("{e:#}")))?;
-                self.save_artifact(&digest, &component);
-                (component, Readied::Compiled)
+    /// Compiled code for `key`: this node's own artifact, else the one the cluster
+    /// shares through the store (its seal verified), else what `make` compiles,
+    /// which is then saved here and shared.
+    pub(crate) async fn ready_code(
+        self: &Arc<Self>,
+        key: Digest,
+        make: impl Future<Output = Result<Component, Error>>,
+    ) -> Result<(Component, Readied), Error> {
+        let registry = self.clone();
+        if let Some(component) = blocking(move || Ok(registry.load_artifact(&key))).await? {
+            return Ok((component, Readied::Loaded));
+        }
+        if let Some(component) = self.fetch_shared(key).await {
+            return Ok((component, Readied::Fetched));
+        }
+        let component = make.await?;
+        let registry = self.clone();
+        let saved = component.clone();
+        let code = blocking(move || {
+            registry.save_artifact(&key, &saved);
+            Ok(saved.serialize().ok())
+        })
+        .await?;
+        if let Some(code) = code {
+            self.share(key, &code);
+        }
+        Ok((component, Readied::Compiled))
+    }
+
+    /// The cluster's shared artifact for `key`, if there is one whose seal
+    /// verifies; it is then kept as this node's own too. One that does not verify
+    /// is counted, and the caller compiles.
+    async fn fetch_shared(self: &Arc<Self>, key: Digest) -> Option<Component> {
+        let (seal, store) = (self.shared.as_ref()?, self.config.store.as_ref()?);
+        let sealed = match store
+            .fetch_artifact(seal.engine(), &key, LARGEST_SHARED_ARTIFACT)
+            .await
+        {
+            Ok(Some(sealed)) => sealed,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "cannot fetch the shared artifact");
+                return None;
             }
         };
+        let registry = self.clone();
+        let opened = blocking(move || {
+            let seal = registry.shared.as_ref().expect("checked above");
+            Ok(match seal.open(&registry.engine, &key, &sealed) {
+                Ok(component) => {
+                    registry.save_artifact(&key, &component);
+                    Some(component)
+                }
+                Err(why) => {
+                    Counters::bump(&registry.counters.shared_rejections);
+                    tracing::warn!(%key, "refusing the cluster's shared artifact: {why}");
+                    None
+                }
+            })
+        })
+        .await;
+        opened.ok().flatten()
+    }
+
+    /// Shares compiled code with the cluster, in the background.
+    fn share(self: &Arc<Self>, key: Digest, code: &[u8]) {
+        let (Some(seal), Some(store)) = (&self.shared, self.config.store.clone()) else {
+            return;
+        };
+        let sealed = seal.seal(&key, code);
+        let engine = seal.engine().to_string();
+        let registry = self.clone();
+        let task = tokio::spawn(async move {
+            match store.publish_artifact(&engine, &key, sealed).await {
+                Ok(()) => {
+                    Counters::bump(&registry.counters.artifact_shares);
+                    tracing::debug!(%key, "shared the compiled artifact");
+                }
+                Err(e) => tracing::warn!(%key, error = %e, "cannot share the compiled artifact"),
+            }
+        });
+        let mut publishing = lock(&self.publishing);
+        publishing.retain(|task| !task.is_finished());
+        publishing.push(task);
+    }
+
+    /// Links a component against everything the host provides.
+    fn link(&self, digest: Digest, component: &Component) -> Result<Compiled, Error> {
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| Error::CompileFailed(format!("cannot link: {e:#}")))?;
         let code = component.image_range();
-        let compiled = Compiled {
+        Ok(Compiled {
             digest,
             udf: UdfPre::new(pre.clone()).ok(),
             proxy: ProxyPre::new(pre).ok(),
             script: None,
             size: (code.end as usize).saturating_sub(code.start as usize) as u64,
-        };
-        Ok((compiled, readied))
+        })
     }
 
     /// Compiles bytes for one use, outside the cache (`burncache run`).

@@ -237,33 +237,31 @@ impl Registry {
                 Counters::bump(&counters.runtime_loads);
                 tracing::info!(?took, "loaded the compiled JavaScript runtime");
             }
+            Ok((_, Readied::Fetched)) => {
+                Counters::bump(&counters.runtime_fetches);
+                tracing::info!(?took, "loaded the cluster's shared JavaScript runtime");
+            }
             Err(e) => tracing::error!(?took, error = %e, "no JavaScript runtime"),
         }
         outcome.map(|(pre, _)| pre)
     }
 
-    /// Loads the runtime's artifact, or else snapshots the runtime with its engine
-    /// started, compiles the snapshot and saves it; then links it.
+    /// Loads the runtime's artifact (this node's, or the cluster's shared one), or
+    /// else snapshots the runtime with its engine started, compiles the snapshot,
+    /// saves and shares it; then links it.
     async fn prepare_runtime(
         self: &Arc<Self>,
     ) -> Result<(JsRuntimePre<CallState>, Readied), Error> {
-        let registry = self.clone();
-        let loaded = blocking(move || Ok(registry.load_artifact(&RUNTIME_KEY))).await?;
-        let (component, readied) = match loaded {
-            Some(component) => (component, Readied::Loaded),
-            None => {
-                let snapshot = self.snapshot_runtime().await?;
-                let registry = self.clone();
-                let component = blocking(move || {
-                    let component = Component::new(&registry.engine, &snapshot)
-                        .map_err(|e| runtime_error("compile the snapshot", e))?;
-                    registry.save_artifact(&RUNTIME_KEY, &component);
-                    Ok(component)
-                })
-                .await?;
-                (component, Readied::Compiled)
-            }
+        let make = async {
+            let snapshot = self.snapshot_runtime().await?;
+            let engine = self.engine.clone();
+            blocking(move || {
+                Component::new(&engine, &snapshot)
+                    .map_err(|e| runtime_error("compile the snapshot", e))
+            })
+            .await
         };
+        let (component, readied) = self.ready_code(*RUNTIME_KEY, make).await?;
         let pre = self
             .linker
             .instantiate_pre(&component)

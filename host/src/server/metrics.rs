@@ -103,7 +103,7 @@ struct CacheCollector(BurnCache);
 impl Collector for CacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.0.stats();
-        let counters: [(&str, &str, u64); 15] = [
+        let counters: [(&str, &str, u64); 19] = [
             (
                 "cache_hits",
                 "Look-ups that found a finished compile",
@@ -136,6 +136,21 @@ impl Collector for CacheCollector {
                 stats.artifact_evictions,
             ),
             (
+                "artifact_fetches",
+                "Components loaded from the cluster's shared artifacts",
+                stats.artifact_fetches,
+            ),
+            (
+                "shared_rejections",
+                "Shared artifacts refused (the seal did not verify)",
+                stats.shared_rejections,
+            ),
+            (
+                "artifact_shares",
+                "Compiled artifacts shared with the cluster through the store",
+                stats.artifact_shares,
+            ),
+            (
                 "evictions",
                 "Components dropped from memory to keep within the held bounds",
                 stats.evictions,
@@ -159,6 +174,11 @@ impl Collector for CacheCollector {
                 "js_runtime_loads",
                 "Loads of the compiled JavaScript runtime from its artifact",
                 stats.runtime_loads,
+            ),
+            (
+                "js_runtime_fetches",
+                "Loads of the JavaScript runtime from the cluster's shared artifact",
+                stats.runtime_fetches,
             ),
             (
                 "fetches",

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// The most of those one client address may hold; `None`: half of
     /// `max_connections` (at least one).
     pub max_connections_per_client: Option<usize>,
+    /// Components readied (fetched, loaded or compiled) before the server reports
+    /// ready, so that it takes traffic warm.
+    pub preload: Vec<Digest>,
     /// How long a connection may go without the client taking a byte of an answer
     /// that is ready to send before it is closed.
     pub send_timeout: Duration,
@@ -80,6 +83,7 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_connections_per_client: None,
+            preload: Vec::new(),
             send_timeout: Duration::from_secs(30),
         }
     }
@@ -165,6 +169,22 @@ pub(crate) struct Server {
     /// Slots held per client address.
     clients: Shares,
     next_request: AtomicU64,
+    /// Whether preloading is done.
+    preloaded: std::sync::atomic::AtomicBool,
+}
+
+/// Readies the components the server was asked to preload, then reports ready.
+/// One that cannot be readied is logged and skipped: it will be tried again when
+/// called.
+async fn preload(server: Arc<Server>) {
+    for digest in &server.config.preload {
+        let started = Instant::now();
+        match server.cache.register_by_hash(digest).await {
+            Ok(_) => tracing::info!(%digest, took = ?started.elapsed(), "preloaded"),
+            Err(e) => tracing::warn!(%digest, error = %e, "cannot preload"),
+        }
+    }
+    server.preloaded.store(true, Ordering::Release);
 }
 
 /// The address a request came from, set on every request as it arrives.
@@ -222,7 +242,9 @@ pub async fn serve(
         cache,
         config,
         next_request: AtomicU64::new(1),
+        preloaded: std::sync::atomic::AtomicBool::new(false),
     });
+    tokio::spawn(preload(server.clone()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(server.config.max_connections.max(1)));
     let connections_per_client = Shares::new(
@@ -349,6 +371,9 @@ impl Server {
                 (&Method::GET, [".well-known", "burncache", "healthz"]) => {
                     (text(StatusCode::OK, "ok\n"), RequestLog::default())
                 }
+                (&Method::GET, [".well-known", "burncache", "readyz"]) => {
+                    (self.readiness().await, RequestLog::default())
+                }
                 (&Method::GET, [".well-known", "burncache", "metrics"]) => {
                     (self.metrics_response(), RequestLog::default())
                 }
@@ -357,6 +382,7 @@ impl Server {
         }
         match (&method, segments.as_slice()) {
             (&Method::GET, ["healthz"]) => (text(StatusCode::OK, "ok\n"), RequestLog::default()),
+            (&Method::GET, ["readyz"]) => (self.readiness().await, RequestLog::default()),
             (&Method::GET, ["metrics"]) => (self.metrics_response(), RequestLog::default()),
             (_, ["v1", "http", digest, rest @ ..]) => {
                 let rest = format!("/{}", rest.join("/"));
@@ -375,6 +401,24 @@ impl Server {
                 RequestLog::default(),
             ),
         }
+    }
+
+    /// `200` once preloading is done and the store answers; `503` until then, or
+    /// while the store does not answer.
+    async fn readiness(&self) -> Response<Body> {
+        if !self.preloaded.load(Ordering::Acquire) {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "preloading\n");
+        }
+        if let Ok(store) = self.cache.store()
+            && let Err(e) = store.check().await
+        {
+            tracing::warn!("not ready: {e}");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store does not answer\n",
+            );
+        }
+        text(StatusCode::OK, "ready\n")
     }
 
     fn metrics_response(&self) -> Response<Body> {
