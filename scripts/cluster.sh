@@ -3,7 +3,8 @@
 # serve` nodes with one cluster key behind HAProxy, then
 #   - a component deployed through one node, 1,000 calls through the load balancer,
 #     every answer right, and exactly one compile across the nodes;
-#   - a fourth node, started later, serving its first call from the shared artifact;
+#   - a fourth node, started later, serving its first call from the shared artifact,
+#     and its first script on the JavaScript runtime another node prepared;
 #   - a tampered shared artifact refused by a fifth node, which compiles and answers;
 #   - one node killed under load: calls started after it died all succeed through
 #     the others; restarted, it rejoins and serves warm from its own artifacts;
@@ -79,6 +80,16 @@ metric() { # node, name
     | awk -v name="burncache_$2" '$1 == name {print $2}' | cut -d. -f1
 }
 
+# Waits until node $1's metric $2 is at least $3.
+wait_metric() {
+  for _ in $(seq 600); do
+    [ "$(metric "$1" "$2")" -ge "$3" ] 2> /dev/null && return 0
+    sleep 0.1
+  done
+  echo "cluster: node $1's $2 never reached $3" >&2
+  exit 1
+}
+
 for n in 1 2 3; do start_node "$n"; done
 
 lb_port=$(free_port)
@@ -112,8 +123,8 @@ for _ in $(seq 100); do curl -s -o /dev/null "$lb/healthz" && break; sleep 0.1; 
 digest=$(curl -s -X PUT -H "authorization: Bearer $token" --data-binary "@$add_one" \
   "http://127.0.0.1:${port[1]}/v1/components" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
 echo "cluster: deployed add-one through node 1: $digest"
-# Give node 1's background share of the compiled code a moment to land.
-sleep 1
+# Node 1 shares the compiled code in the background.
+wait_metric 1 artifact_shares_total 1
 
 # Runs $2 calls through the load balancer on 8 threads; prints "ok failed", and the
 # failures (with the time they started) to $3 when given.
@@ -154,6 +165,17 @@ echo "cluster: node 4, started later: compiles $(metric 4 compiles_total), share
 [ "$(metric 4 compiles_total)" = 0 ] && [ "$(metric 4 artifact_fetches_total)" = 1 ] \
   || { echo "cluster: FAILED: node 4 should have loaded the shared artifact" >&2; exit 1; }
 
+# A script: node 1 prepares the JavaScript runtime and shares it; node 4 loads it.
+script=$(printf 'module.exports = (d) => ({ n: d.n * 2 });\n' \
+  | curl -s -X PUT -H "authorization: Bearer $token" --data-binary @- \
+    "http://127.0.0.1:${port[1]}/v1/components" | "$python" -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
+wait_metric 1 artifact_shares_total 2
+answer=$(curl -s -H 'content-type: application/json' --data '{"n": 21}' \
+  "http://127.0.0.1:${port[4]}/v1/components/$script/call")
+echo "cluster: a script through node 4: answer $answer; runtime compiles $(metric 4 js_runtime_compiles_total), shared-runtime loads $(metric 4 js_runtime_fetches_total)"
+[ "$answer" = '{"n":42}' ] && [ "$(metric 4 js_runtime_compiles_total)" = 0 ] && [ "$(metric 4 js_runtime_fetches_total)" = 1 ] \
+  || { echo "cluster: FAILED: node 4 should have run the script on the shared runtime" >&2; exit 1; }
+
 # Tamper with the shared artifact in the bucket (a byte flipped), then a fresh node.
 "$python" - "$endpoint" "$prefix" "$digest" << 'PY'
 import sys, boto3
@@ -178,7 +200,7 @@ load 3000 "$work/failures" > "$work/load.out" &
 loader=$!
 sleep 1
 killed_at=$("$python" -c 'import time; print(f"{time.time():.3f}")')
-kill -9 "${pid[2]}"
+{ kill -9 "${pid[2]}" && wait "${pid[2]}"; } 2> /dev/null || true
 wait "$loader"
 read -r ok failed < "$work/load.out"
 after=$(awk -v t="$killed_at" '$1 > t' "$work/failures" | wc -l)

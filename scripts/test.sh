@@ -24,3 +24,5 @@ echo "test: S3 server at $BURNCACHE_TEST_S3_ENDPOINT"
 
 echo "test: cargo test"
 cargo test --workspace --locked
+echo "test: a cluster behind HAProxy"
+bash scripts/cluster.sh
