@@ -560,10 +560,10 @@ impl Registry {
             .map_err(|_| Error::Backend("the node is shutting down".to_string()))?;
         let started = Instant::now();
         let make = async move {
-            check_is_component(&source)?;
             // Counted as it starts, so that a compile is counted even if no caller
             // is left to hear how it ended.
             Counters::bump(&registry.counters.compiles);
+            check_is_component(&source)?;
             let engine = registry.engine.clone();
             blocking(move || {
                 Component::new(&engine, &source).map_err(|e| Error::CompileFailed(format!("{e:#}")))
