@@ -2,14 +2,22 @@
 # as a user of its own.
 #
 #   docker build -t burncache .
-#   docker run -p 8080:8080 -v $PWD/secrets:/etc/burncache:ro burncache
-FROM rust:1.95-bookworm AS build
+#   docker run -p 8080:8080 -v /etc/burncache:/etc/burncache:ro burncache
+#
+# /etc/burncache holds admin-token and cluster.key, owned by root (or uid 10001),
+# group 10001, mode 0440.
+FROM rust:1.95-trixie AS build
+# The JavaScript runtime is built from C (QuickJS) for wasm32-wasip2 at build time.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends clang-19 llvm-19 wasi-libc \
+    && rm -rf /var/lib/apt/lists/* \
+    && rustup target add wasm32-wasip2
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p burncache --bin burncache \
     && strip target/release/burncache
 
-FROM debian:bookworm-slim
+FROM debian:trixie-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \

@@ -58,25 +58,41 @@ impl std::fmt::Debug for ArtifactKey {
 pub(crate) struct Seal {
     key: ArtifactKey,
     engine: String,
+    /// What the seals are for (`local`, `shared`): one key given for both never
+    /// makes a seal of one kind pass for the other.
+    purpose: &'static str,
 }
 
 impl Seal {
-    pub(crate) fn new(key: ArtifactKey, engine: &Engine) -> Seal {
+    /// Seals for artifacts the cluster shares through its store.
+    pub(crate) fn shared(key: ArtifactKey, engine: &Engine) -> Seal {
         Seal {
             key,
             engine: engine_key(engine),
+            purpose: "shared",
         }
     }
 
-    /// The name of the engine configuration the seals are for.
-    pub(crate) fn engine(&self) -> &str {
-        &self.engine
+    /// A short public name of the key, so that clusters with different keys on one
+    /// store keep their shared artifacts apart rather than overwrite each other's.
+    pub(crate) fn key_id(&self) -> String {
+        let mut mac = Tagger::new_from_slice(&self.key.0).expect("HMAC takes any key length");
+        mac.update(b"burncache key id");
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+
+    /// Where in the store this seal's artifacts live: the engine configuration,
+    /// then the key's public name.
+    pub(crate) fn space(&self) -> String {
+        format!("{}/{}", self.engine, self.key_id())
     }
 
     /// The MAC of `code` as the artifact of `digest` for this engine.
     fn tag(&self, digest: &Digest, code: &[u8]) -> Tagger {
         let mut mac = Tagger::new_from_slice(&self.key.0).expect("HMAC takes any key length");
         mac.update(b"burncache artifact v2\0");
+        mac.update(self.purpose.as_bytes());
+        mac.update(b"\0");
         mac.update(self.engine.as_bytes());
         mac.update(b"\0");
         mac.update(digest.as_bytes());
@@ -205,6 +221,7 @@ impl Artifacts {
             seal: Seal {
                 key,
                 engine: engine_name,
+                purpose: "local",
             },
             max_bytes,
         })
@@ -545,6 +562,7 @@ fn parse_key(fd: OwnedFd, path: &Path) -> Result<ArtifactKey, Error> {
         .read_to_string(&mut text)
         .map_err(|e| Error::Backend(format!("cannot read the key {}: {e}", path.display())))?;
     let mut key = [0u8; 32];
+    let weak = |key: &[u8; 32]| key.iter().all(|b| *b == key[0]);
     hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
         Error::InvalidInput(format!(
             "the key {} must hold 64 hex digits (32 bytes); make one with \
@@ -552,6 +570,13 @@ fn parse_key(fd: OwnedFd, path: &Path) -> Result<ArtifactKey, Error> {
             path.display()
         ))
     })?;
+    if weak(&key) {
+        return Err(Error::InvalidInput(format!(
+            "the key {} is one byte repeated (an example's placeholder?); make a random \
+             one",
+            path.display()
+        )));
+    }
     Ok(ArtifactKey(key))
 }
 

@@ -306,43 +306,41 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Whether the store answers: one metadata request for an object that need not
-    /// exist (absent is an answer).
+    /// Whether the store answers: one listing of a prefix that need not hold
+    /// anything (empty is an answer; a missing bucket is not).
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] when the store cannot be reached, or its bucket is missing.
     pub async fn check(&self) -> Result<(), Error> {
-        let probe = self.path("sha256/readiness-probe");
-        match self.objects.head(&probe).await {
-            Ok(_) => Ok(()),
-            Err(e @ object_store::Error::NotFound { .. }) if mentions(&e, "NoSuchBucket") => {
-                Err(self.backend(format!("the bucket does not exist: {e}")))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.backend(e)),
-        }
+        let probe = self.path("readiness");
+        self.objects
+            .list(Some(&probe))
+            .try_next()
+            .await
+            .map(drop)
+            .map_err(|e| self.backend(e))
     }
 
-    /// Where a cluster's shared compiled artifact of `digest`, for the engine
-    /// configuration named `engine`, lives.
-    pub fn artifact_key(&self, engine: &str, digest: &Digest) -> String {
-        self.artifact_path(engine, digest).to_string()
+    /// Where a cluster's shared compiled artifact of `digest` lives, in `space` (the
+    /// engine configuration and the cluster key's public name).
+    pub fn artifact_key(&self, space: &str, digest: &Digest) -> String {
+        self.artifact_path(space, digest).to_string()
     }
 
-    fn artifact_path(&self, engine: &str, digest: &Digest) -> ObjectPath {
-        self.path(&format!("artifacts/{engine}/{digest}.cwasm"))
+    fn artifact_path(&self, space: &str, digest: &Digest) -> ObjectPath {
+        self.path(&format!("artifacts/{space}/{digest}.cwasm"))
     }
 
     /// A shared compiled artifact's sealed bytes (at most `max_bytes`), or `None`
     /// when there is none. Nothing here is trusted: the caller opens the seal.
     pub(crate) async fn fetch_artifact(
         &self,
-        engine: &str,
+        space: &str,
         digest: &Digest,
         max_bytes: u64,
     ) -> Result<Option<Vec<u8>>, Error> {
-        let path = self.artifact_path(engine, digest);
+        let path = self.artifact_path(space, digest);
         let got = match self.objects.get(&path).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -358,20 +356,37 @@ impl Store {
             .map(Some)
     }
 
-    /// Writes a shared compiled artifact, over whatever was there (one that did not
-    /// verify is replaced by one that does).
+    /// Writes a shared compiled artifact: only where there is none, or, with
+    /// `replace`, over one that did not verify.
     pub(crate) async fn publish_artifact(
         &self,
-        engine: &str,
+        space: &str,
         digest: &Digest,
         sealed: Vec<u8>,
+        replace: bool,
     ) -> Result<(), Error> {
-        let path = self.artifact_path(engine, digest);
-        self.objects
-            .put(&path, PutPayload::from(sealed))
+        let path = self.artifact_path(space, digest);
+        let mode = if replace {
+            PutMode::Overwrite
+        } else {
+            PutMode::Create
+        };
+        let options = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        match self
+            .objects
+            .put_opts(&path, PutPayload::from(sealed), options)
             .await
-            .map(drop)
-            .map_err(|e| self.backend(e))
+        {
+            Ok(_)
+            | Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(()),
+            Err(e) => Err(self.backend(e)),
+        }
     }
 
     /// The object for `digest` of one kind, or `None` when there is none.

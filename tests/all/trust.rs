@@ -191,7 +191,7 @@ async fn the_node_key_is_private() {
 #[tokio::test]
 async fn nodes_sharing_a_key_file_share_artifacts() {
     let key = tempdir().join("cluster.key");
-    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).expect("key");
+    std::fs::write(&key, format!("{}\n", Digest::of(b"a cluster key"))).expect("key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let ours = tempdir().join("artifacts");
     let keyed = |dir: &Path| Config {

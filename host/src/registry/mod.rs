@@ -89,8 +89,19 @@ pub(crate) enum Readied {
     Fetched,
 }
 
-/// The largest shared artifact fetched from the store.
+/// The largest shared artifact fetched from the store, whatever the components'
+/// maximum size.
 const LARGEST_SHARED_ARTIFACT: u64 = 1 << 30;
+
+/// What the cluster's store had for a key.
+enum Shared {
+    /// A sealed artifact that verified.
+    Loaded(Component),
+    /// One that did not verify.
+    Rejected,
+    /// None (or the store could not be asked).
+    Missing,
+}
 
 /// A compiled component, linked against everything the host provides.
 pub(crate) struct Compiled {
@@ -130,7 +141,7 @@ impl Registry {
         };
         let shared = match &config.cluster_key_file {
             Some(file) if config.store.is_some() => {
-                Some(Seal::new(crate::artifacts::read_key(file)?, &engine))
+                Some(Seal::shared(crate::artifacts::read_key(file)?, &engine))
             }
             Some(_) => {
                 return Err(Error::InvalidInput(
@@ -553,17 +564,17 @@ impl Registry {
     ) -> Result<Compiled, Error> {
         let counters = &self.counters;
         let registry = self.clone();
-        let _compiling = self
-            .compiling
-            .acquire()
-            .await
-            .map_err(|_| Error::Backend("the node is shutting down".to_string()))?;
         let started = Instant::now();
+        if let Err(e) = check_is_component(&source) {
+            // Counted as a compile that failed, as it always was.
+            Counters::bump(&counters.compiles);
+            counters.record_compile(started.elapsed(), true);
+            return Err(e);
+        }
         let make = async move {
             // Counted as it starts, so that a compile is counted even if no caller
             // is left to hear how it ended.
             Counters::bump(&registry.counters.compiles);
-            check_is_component(&source)?;
             let engine = registry.engine.clone();
             blocking(move || {
                 Component::new(&engine, &source).map_err(|e| Error::CompileFailed(format!("{e:#}")))
@@ -602,8 +613,8 @@ impl Registry {
     }
 
     /// Compiled code for `key`: this node's own artifact, else the one the cluster
-    /// shares through the store (its seal verified), else what `make` compiles,
-    /// which is then saved here and shared.
+    /// shares through the store (its seal verified), else what `make` compiles
+    /// (one compile per core at once), which is then saved here and shared.
     pub(crate) async fn ready_code(
         self: &Arc<Self>,
         key: Digest,
@@ -613,37 +624,69 @@ impl Registry {
         if let Some(component) = blocking(move || Ok(registry.load_artifact(&key))).await? {
             return Ok((component, Readied::Loaded));
         }
-        if let Some(component) = self.fetch_shared(key).await {
-            return Ok((component, Readied::Fetched));
-        }
-        let component = make.await?;
+        let replace = match self.fetch_shared(key).await {
+            Shared::Loaded(component) => return Ok((component, Readied::Fetched)),
+            Shared::Rejected => true,
+            Shared::Missing => false,
+        };
+        let component = {
+            let _compiling = self
+                .compiling
+                .acquire()
+                .await
+                .map_err(|_| Error::Backend("the node is shutting down".to_string()))?;
+            make.await?
+        };
+        // Serialized once, for this node's artifact and the cluster's.
         let registry = self.clone();
-        let saved = component.clone();
+        let serialized = component.clone();
         let code = blocking(move || {
-            registry.save_artifact(&key, &saved);
-            Ok(saved.serialize().ok())
+            let code = serialized.serialize().ok();
+            if let (Some(code), Some(artifacts)) = (&code, &registry.artifacts) {
+                match artifacts.save_code(&key, code) {
+                    Ok(evicted) => {
+                        registry
+                            .counters
+                            .artifact_evictions
+                            .fetch_add(evicted, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!(%key, "{e}"),
+                }
+            }
+            Ok(code)
         })
         .await?;
         if let Some(code) = code {
-            self.share(key, &code);
+            self.share(key, &code, replace);
         }
         Ok((component, Readied::Compiled))
     }
 
+    /// The most a shared artifact may be: compiled code runs to a few times its
+    /// component's size.
+    fn largest_shared_artifact(&self) -> u64 {
+        self.config
+            .max_component_bytes
+            .saturating_mul(16)
+            .min(LARGEST_SHARED_ARTIFACT)
+    }
+
     /// The cluster's shared artifact for `key`, if there is one whose seal
     /// verifies; it is then kept as this node's own too. One that does not verify
-    /// is counted, and the caller compiles.
-    async fn fetch_shared(self: &Arc<Self>, key: Digest) -> Option<Component> {
-        let (seal, store) = (self.shared.as_ref()?, self.config.store.as_ref()?);
+    /// is counted, and the caller compiles (and replaces it).
+    async fn fetch_shared(self: &Arc<Self>, key: Digest) -> Shared {
+        let (Some(seal), Some(store)) = (self.shared.as_ref(), self.config.store.as_ref()) else {
+            return Shared::Missing;
+        };
         let sealed = match store
-            .fetch_artifact(seal.engine(), &key, LARGEST_SHARED_ARTIFACT)
+            .fetch_artifact(&seal.space(), &key, self.largest_shared_artifact())
             .await
         {
             Ok(Some(sealed)) => sealed,
-            Ok(None) => return None,
+            Ok(None) => return Shared::Missing,
             Err(e) => {
                 tracing::warn!(%key, error = %e, "cannot fetch the shared artifact");
-                return None;
+                return Shared::Missing;
             }
         };
         let registry = self.clone();
@@ -652,29 +695,30 @@ impl Registry {
             Ok(match seal.open(&registry.engine, &key, &sealed) {
                 Ok(component) => {
                     registry.save_artifact(&key, &component);
-                    Some(component)
+                    Shared::Loaded(component)
                 }
                 Err(why) => {
                     Counters::bump(&registry.counters.shared_rejections);
                     tracing::warn!(%key, "refusing the cluster's shared artifact: {why}");
-                    None
+                    Shared::Rejected
                 }
             })
         })
         .await;
-        opened.ok().flatten()
+        opened.unwrap_or(Shared::Missing)
     }
 
-    /// Shares compiled code with the cluster, in the background.
-    fn share(self: &Arc<Self>, key: Digest, code: &[u8]) {
+    /// Shares compiled code with the cluster, in the background: where there is
+    /// none, or over one that did not verify (`replace`).
+    fn share(self: &Arc<Self>, key: Digest, code: &[u8], replace: bool) {
         let (Some(seal), Some(store)) = (&self.shared, self.config.store.clone()) else {
             return;
         };
         let sealed = seal.seal(&key, code);
-        let engine = seal.engine().to_string();
+        let space = seal.space();
         let registry = self.clone();
         let task = tokio::spawn(async move {
-            match store.publish_artifact(&engine, &key, sealed).await {
+            match store.publish_artifact(&space, &key, sealed, replace).await {
                 Ok(()) => {
                     Counters::bump(&registry.counters.artifact_shares);
                     tracing::debug!(%key, "shared the compiled artifact");

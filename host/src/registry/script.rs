@@ -30,7 +30,12 @@ pub(crate) static RUNTIME: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/js-
 /// directory: derived from the runtime's bytes, and distinct from their digest (a
 /// user registering those bytes as a component gets them compiled as they are).
 static RUNTIME_KEY: LazyLock<Digest> = LazyLock::new(|| {
-    let mut keyed = b"burncache js-runtime snapshot 1\n".to_vec();
+    // The host's version too: the snapshot is made by this version's wizer.
+    let mut keyed = format!(
+        "burncache js-runtime snapshot 1 {}\n",
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes();
     keyed.extend_from_slice(RUNTIME);
     Digest::of(&keyed)
 });

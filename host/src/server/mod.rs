@@ -171,19 +171,45 @@ pub(crate) struct Server {
     next_request: AtomicU64,
     /// Whether preloading is done.
     preloaded: std::sync::atomic::AtomicBool,
+    /// When the store last answered a readiness check, and how: checks within
+    /// [`STORE_CHECK_FRESH`] of it share its answer, so probes cannot drive store
+    /// traffic.
+    store_checked: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
-/// Readies the components the server was asked to preload, then reports ready.
-/// One that cannot be readied is logged and skipped: it will be tried again when
-/// called.
+/// How long a readiness check of the store is believed.
+const STORE_CHECK_FRESH: Duration = Duration::from_secs(5);
+
+/// Readies the components the server was asked to preload (four at a time), then
+/// reports ready. While the store cannot be reached, a preload is tried again, with
+/// growing pauses; one the store does not have, or that does not compile, is logged
+/// and skipped (it is tried again when called).
 async fn preload(server: Arc<Server>) {
-    for digest in &server.config.preload {
-        let started = Instant::now();
-        match server.cache.register_by_hash(digest).await {
-            Ok(_) => tracing::info!(%digest, took = ?started.elapsed(), "preloaded"),
-            Err(e) => tracing::warn!(%digest, error = %e, "cannot preload"),
-        }
-    }
+    use futures::StreamExt as _;
+    futures::stream::iter(server.config.preload.iter())
+        .for_each_concurrent(4, |digest| {
+            let server = server.clone();
+            async move {
+                let started = Instant::now();
+                let mut pause = Duration::from_millis(500);
+                loop {
+                    match server.cache.register_by_hash(digest).await {
+                        Ok(_) => {
+                            tracing::info!(%digest, took = ?started.elapsed(), "preloaded");
+                        }
+                        Err(Error::Backend(e)) => {
+                            tracing::warn!(%digest, "cannot preload yet: {e}; trying again");
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(30));
+                            continue;
+                        }
+                        Err(e) => tracing::warn!(%digest, error = %e, "cannot preload"),
+                    }
+                    break;
+                }
+            }
+        })
+        .await;
     server.preloaded.store(true, Ordering::Release);
 }
 
@@ -243,6 +269,7 @@ pub async fn serve(
         config,
         next_request: AtomicU64::new(1),
         preloaded: std::sync::atomic::AtomicBool::new(false),
+        store_checked: tokio::sync::Mutex::new(None),
     });
     tokio::spawn(preload(server.clone()));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -409,14 +436,29 @@ impl Server {
         if !self.preloaded.load(Ordering::Acquire) {
             return text(StatusCode::SERVICE_UNAVAILABLE, "preloading\n");
         }
-        if let Ok(store) = self.cache.store()
-            && let Err(e) = store.check().await
-        {
-            tracing::warn!("not ready: {e}");
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the store does not answer\n",
-            );
+        if let Ok(store) = self.cache.store() {
+            // One check at a time, its answer shared while fresh.
+            let mut checked = self.store_checked.lock().await;
+            let answers = match *checked {
+                Some((at, answers)) if at.elapsed() < STORE_CHECK_FRESH => answers,
+                _ => {
+                    let answers = match store.check().await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!("not ready: {e}");
+                            false
+                        }
+                    };
+                    *checked = Some((Instant::now(), answers));
+                    answers
+                }
+            };
+            if !answers {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store does not answer\n",
+                );
+            }
         }
         text(StatusCode::OK, "ready\n")
     }
