@@ -405,3 +405,28 @@ fn exit_codes_tell_the_error_class() {
         assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
     }
 }
+
+/// Completions generate for the usual shells, and the man page from the same
+/// definitions.
+#[test]
+fn completions_and_the_man_page_generate() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = burncache(&["completion", shell], b"");
+        assert_exit(&out, 0);
+        let script = stdout(&out);
+        assert!(script.contains("burncache"), "{shell}: {script}");
+        assert!(
+            script.contains("serve"),
+            "{shell}: subcommands are completed"
+        );
+    }
+    let out = burncache(&["man"], b"");
+    assert_exit(&out, 0);
+    let page = stdout(&out);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH burncache"),
+        "{page}"
+    );
+    let out = burncache(&["completion", "tcsh"], b"");
+    assert_exit(&out, 2);
+}

@@ -1517,3 +1517,95 @@ async fn a_preloaded_node_reports_ready_and_serves_warm() {
         "no compile on the first call"
     );
 }
+
+/// `/metrics` is served in the format the scraper asks for, labelled as what it
+/// is: Prometheus' text format by default (read here by a Prometheus text parser,
+/// its types intact), OpenMetrics to a scraper that asks for it.
+#[tokio::test]
+async fn metrics_are_served_in_the_format_asked_for() {
+    let served = Served::start(&[]);
+    let adversary = served.deploy(guests::ADVERSARY).await;
+    served
+        .call(&adversary, &json!({"op": "counter"}), &[])
+        .await;
+
+    let plain = served
+        .client
+        .get(served.url("/metrics"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        plain.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = plain.text().await.expect("text");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text");
+    let kind = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(_) => "counter",
+                prometheus_parse::Value::Gauge(_) => "gauge",
+                prometheus_parse::Value::Histogram(_) => "histogram",
+                prometheus_parse::Value::Summary(_) => "summary",
+                prometheus_parse::Value::Untyped(_) => "untyped",
+            })
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    assert_eq!(kind("burncache_requests_total"), "counter");
+    assert_eq!(kind("burncache_compiles_total"), "counter");
+    assert_eq!(kind("burncache_in_flight"), "gauge");
+    assert_eq!(kind("burncache_request_duration_seconds"), "histogram");
+    assert!(!text.contains("# EOF"));
+
+    let open = served
+        .client
+        .get(served.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        open.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = open.text().await.expect("text");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(text.contains("# TYPE burncache_requests counter"));
+}
+
+/// `--log-format json` writes one JSON object a line; the request line carries its
+/// fields.
+#[tokio::test]
+async fn json_logs_are_one_object_a_line() {
+    let log_path = tempdir().join("server.log");
+    let log = std::fs::File::create(&log_path).expect("create the log");
+    let mut served = Served::start_logging(&["--log-format", "json"], "info", Stdio::from(log));
+    let response = served
+        .client
+        .get(served.url("/healthz"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), 200);
+    served.terminate();
+    let log = std::fs::read_to_string(&log_path).expect("read the log");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|line| line["message"] == "request")
+        .unwrap_or_else(|| panic!("a request line in {log}"));
+    assert_eq!(request["path"], "/healthz");
+    assert_eq!(request["status"], 200);
+    assert!(request["request_id"].is_u64(), "{request}");
+}

@@ -4,6 +4,7 @@
 mod batch;
 mod cache;
 mod call;
+mod completion;
 mod deploy;
 mod hash;
 mod inspect;
@@ -46,8 +47,20 @@ Exit codes:
 #[derive(Parser, Debug)]
 #[command(name = "burncache", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object a
+    /// line) for log pipelines
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text,
+          env = "BURNCACHE_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -61,6 +74,8 @@ enum Command {
     Ls(ls::LsCommand),
     Cache(cache::CacheCommand),
     Serve(serve::ServeCommand),
+    Completion(completion::CompletionCommand),
+    Man(completion::ManCommand),
 }
 
 impl Cli {
@@ -84,6 +99,8 @@ impl Cli {
             Command::Ls(c) => c.run().await,
             Command::Cache(c) => c.run(),
             Command::Serve(c) => c.run().await,
+            Command::Completion(c) => c.run(),
+            Command::Man(c) => c.run(),
         }
     }
 }

@@ -87,13 +87,81 @@ impl Metrics {
             .inc();
     }
 
-    /// The metrics in Prometheus text format.
-    pub(crate) fn render(&self) -> String {
+    /// The metrics in the text format a scraper asked for.
+    pub(crate) fn render(&self, format: Exposition) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        match format {
+            Exposition::OpenMetrics => text,
+            Exposition::Prometheus => prometheus_text(&text),
+        }
     }
+}
+
+/// The text formats `/metrics` is served in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exposition {
+    /// OpenMetrics 1.0, for scrapers that ask for it (Prometheus does, first).
+    OpenMetrics,
+    /// Prometheus' text format 0.0.4, for everyone else.
+    Prometheus,
+}
+
+impl Exposition {
+    /// The format an `Accept` header asks for.
+    pub(crate) fn for_accept(accept: Option<&str>) -> Exposition {
+        let open = accept.is_some_and(|accept| {
+            accept.split(',').any(|kind| {
+                let mut parts = kind.split(';').map(str::trim);
+                let essence = parts.next().unwrap_or_default();
+                let refused = parts.any(|p| p.replace(' ', "") == "q=0");
+                essence.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if open {
+            Exposition::OpenMetrics
+        } else {
+            Exposition::Prometheus
+        }
+    }
+
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Exposition::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// OpenMetrics text as Prometheus' text format 0.0.4: a counter's `TYPE` and `HELP`
+/// lines name its `_total` samples, as 0.0.4 wants; `UNIT` lines and the `# EOF`
+/// marker, which it does not have, go. Gauges and histograms read the same in both.
+fn prometheus_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# TYPE ", "# HELP "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => text.push_str(&line),
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 /// Reads the cache's own counters when scraped.

@@ -393,6 +393,11 @@ impl Server {
         let path = request.uri().path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let method = request.method().clone();
+        let accept = request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         if let Some(digest) = self.config.component {
             return match (&method, segments.as_slice()) {
                 (&Method::GET, [".well-known", "burncache", "healthz"]) => {
@@ -401,16 +406,20 @@ impl Server {
                 (&Method::GET, [".well-known", "burncache", "readyz"]) => {
                     (self.readiness().await, RequestLog::default())
                 }
-                (&Method::GET, [".well-known", "burncache", "metrics"]) => {
-                    (self.metrics_response(), RequestLog::default())
-                }
+                (&Method::GET, [".well-known", "burncache", "metrics"]) => (
+                    self.metrics_response(accept.as_deref()),
+                    RequestLog::default(),
+                ),
                 _ => self.http_guest(digest, request, None, id).await,
             };
         }
         match (&method, segments.as_slice()) {
             (&Method::GET, ["healthz"]) => (text(StatusCode::OK, "ok\n"), RequestLog::default()),
             (&Method::GET, ["readyz"]) => (self.readiness().await, RequestLog::default()),
-            (&Method::GET, ["metrics"]) => (self.metrics_response(), RequestLog::default()),
+            (&Method::GET, ["metrics"]) => (
+                self.metrics_response(accept.as_deref()),
+                RequestLog::default(),
+            ),
             (_, ["v1", "http", digest, rest @ ..]) => {
                 let rest = format!("/{}", rest.join("/"));
                 match Digest::parse(digest) {
@@ -463,11 +472,13 @@ impl Server {
         text(StatusCode::OK, "ready\n")
     }
 
-    fn metrics_response(&self) -> Response<Body> {
-        let mut response = Response::new(full(self.metrics.render()));
+    /// The metrics, in the format the scraper's `Accept` asks for.
+    fn metrics_response(&self, accept: Option<&str>) -> Response<Body> {
+        let format = metrics::Exposition::for_accept(accept);
+        let mut response = Response::new(full(self.metrics.render(format)));
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            header::HeaderValue::from_static(format.content_type()),
         );
         response
     }
