@@ -18,7 +18,11 @@ js_udf="$root/target/guests/js_udf.wasm"
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2> /dev/null || true; done; rm -rf "$work"; }
+# Nodes start in command substitutions (subshells): their pids go to a file.
+cleanup() {
+  for pid in "${pids[@]}" $(cat "$work/pids" 2> /dev/null); do kill "$pid" 2> /dev/null || true; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 server=$(bash scripts/s3-server.sh start --owner-pid $$)
 pids+=("${server##*pid=}")
@@ -37,7 +41,7 @@ node() { # name, extra args...
   local port
   port=$(free_port)
   "$bc" serve --addr "127.0.0.1:$port" --artifacts "$work/$name" "$@" > "$work/$name.log" 2>&1 &
-  pids+=($!)
+  echo $! >> "$work/pids"
   for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.05; done
   echo "$port"
 }
