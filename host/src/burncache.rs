@@ -251,7 +251,7 @@ impl BurnCache {
         digest: &Digest,
         request: hyper::Request<B>,
         limits: &Limits,
-        request_id: u64,
+        request_id: &str,
     ) -> Result<(HttpResponse, HttpFinish), Error>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,

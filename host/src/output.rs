@@ -167,7 +167,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Capped<W> {
 /// flood the log.
 #[derive(Clone)]
 pub(crate) struct GuestLog {
-    request_id: u64,
+    request_id: Arc<str>,
     stream: &'static str,
     /// Bytes of the call's budget not yet logged, shared by both streams.
     left: Arc<AtomicU64>,
@@ -183,10 +183,11 @@ const LINE_COST: u64 = 128;
 
 impl GuestLog {
     /// The call's stdout and stderr, sharing one budget.
-    pub(crate) fn pair(request_id: u64) -> (GuestLog, GuestLog) {
+    pub(crate) fn pair(request_id: &str) -> (GuestLog, GuestLog) {
         let left = Arc::new(AtomicU64::new(GUEST_LOG_LIMIT));
+        let request_id: Arc<str> = Arc::from(request_id);
         let stdout = GuestLog {
-            request_id,
+            request_id: request_id.clone(),
             stream: "stdout",
             left: left.clone(),
         };
@@ -239,12 +240,12 @@ impl AsyncWrite for GuestLog {
             let (granted, ran_dry) = self.take(line.len() + LINE_COST as usize);
             if granted > LINE_COST as usize {
                 let end = line.floor_char_boundary(granted - LINE_COST as usize);
-                tracing::info!(target: "burncache::guest", request_id = self.request_id, stream = self.stream, "{}", &line[..end]);
+                tracing::info!(target: "burncache::guest", request_id = &*self.request_id, stream = self.stream, "{}", &line[..end]);
             }
             if ran_dry {
                 tracing::warn!(
                     target: "burncache::guest",
-                    request_id = self.request_id,
+                    request_id = &*self.request_id,
                     "the guest wrote more than {GUEST_LOG_LIMIT} bytes of output; the rest is dropped"
                 );
             }
@@ -280,7 +281,7 @@ mod tests {
 
     #[tokio::test]
     async fn guest_log_streams_share_one_budget_however_often_they_are_opened() {
-        let (stdout, stderr) = GuestLog::pair(7);
+        let (stdout, stderr) = GuestLog::pair("req-7");
         let line = vec![b'x'; 1000];
         for _ in 0..100 {
             let mut w = Box::into_pin(stderr.async_stream());

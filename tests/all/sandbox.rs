@@ -371,7 +371,7 @@ async fn every_call_kind_is_counted_the_same_way() {
     let unknown = Digest::of(b"nothing here");
     let request = hyper::Request::new(http_body_util::Empty::<bytes::Bytes>::new());
     let err = cache
-        .handle_http(&unknown, request, &no_limits(), 1)
+        .handle_http(&unknown, request, &no_limits(), "req-1")
         .await
         .map(drop)
         .expect_err("not found");

@@ -1607,5 +1607,91 @@ async fn json_logs_are_one_object_a_line() {
         .unwrap_or_else(|| panic!("a request line in {log}"));
     assert_eq!(request["path"], "/healthz");
     assert_eq!(request["status"], 200);
-    assert!(request["request_id"].is_u64(), "{request}");
+    assert!(request["request_id"].is_string(), "{request}");
+}
+
+/// A request's id (the client's `x-request-id`, or one the server makes up) comes
+/// back on the answer and in error bodies, and every log line of the request carries
+/// it, the guest's own output included.
+#[tokio::test]
+async fn a_request_id_follows_the_request_through_answer_errors_and_logs() {
+    let log_path = tempdir().join("server.log");
+    let log = std::fs::File::create(&log_path).expect("create the log");
+    let mut served = Served::start_logging(
+        &["--log-format", "json", guests::HTTP_HELLO],
+        "info",
+        Stdio::from(log),
+    );
+    let logged = served
+        .client
+        .get(served.url("/log"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .expect("GET /log");
+    assert_eq!(logged.status(), 200);
+    assert_eq!(logged.headers()["x-request-id"], "trace-me-42");
+
+    // One the server makes up, when the client sends none or one unsafe to log.
+    let mut made = Vec::new();
+    for sent in
+        [None, Some("has spaces"), Some("x".repeat(129).as_str())].map(|s| s.map(str::to_string))
+    {
+        let mut request = served.client.get(served.url("/"));
+        if let Some(sent) = &sent {
+            request = request.header("x-request-id", sent.as_str());
+        }
+        let response = request.send().await.expect("GET /");
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .expect("ASCII")
+            .to_string();
+        assert!(!id.is_empty() && Some(&id) != sent.as_ref(), "{id}");
+        made.push(id);
+    }
+    made.sort();
+    made.dedup();
+    assert_eq!(made.len(), 3, "made-up ids differ: {made:?}");
+    served.terminate();
+
+    // Error bodies carry it too: an API node, a call to a digest it does not have.
+    let served = Served::start(&[]);
+    let missing = served
+        .client
+        .post(served.url(&format!("/v1/components/{}/call", "ab".repeat(32))))
+        .header("x-request-id", "missing-1")
+        .json(&serde_json::json!({"input": 1}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["x-request-id"], "missing-1");
+    let body: Value = missing.json().await.expect("JSON");
+    assert_eq!(body["error"]["kind"], "not-found", "{body}");
+    assert_eq!(body["error"]["request_id"], "missing-1", "{body}");
+
+    let log = std::fs::read_to_string(&log_path).expect("read the log");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let ours: Vec<&Value> = lines
+        .iter()
+        .filter(|line| {
+            line["request_id"] == "trace-me-42" || line["span"]["request_id"] == "trace-me-42"
+        })
+        .collect();
+    for (stream, text) in [("stdout", "hello on stdout"), ("stderr", "hello on stderr")] {
+        let guest = ours
+            .iter()
+            .find(|line| line["stream"] == stream)
+            .unwrap_or_else(|| panic!("the guest's {stream} under the request's id in {log}"));
+        assert_eq!(guest["message"], text, "{guest}");
+        assert_eq!(guest["request_id"], "trace-me-42", "{guest}");
+    }
+    let request = ours
+        .iter()
+        .find(|line| line["message"] == "request")
+        .unwrap_or_else(|| panic!("the request line in {log}"));
+    assert_eq!(request["path"], "/log");
 }

@@ -4,7 +4,9 @@
 //! - `/` answers with a greeting;
 //! - `/echo` answers with the request's body, and each request header `name` as
 //!   `x-echo-name`;
-//! - `/stream?mib=N` streams N MiB (default 4) of a repeating byte pattern.
+//! - `/stream?mib=N` streams N MiB (default 4) of a repeating byte pattern;
+//! - `/log` writes a line to stdout and one to stderr (which the host logs under the
+//!   request's id), then answers.
 
 use wstd::http::{Body, Error, HeaderValue, Request, Response, StatusCode};
 
@@ -14,6 +16,11 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
         "/" => Ok(Response::new("Hello from a burncache HTTP guest!\n".into())),
         "/echo" => echo(request).await,
         "/stream" => Ok(stream(request.uri().query().unwrap_or(""))),
+        "/log" => {
+            println!("hello on stdout");
+            eprintln!("hello on stderr");
+            Ok(Response::new("logged\n".into()))
+        }
         _ => Ok(Response::builder()
             .status(StatusCode::NOT_FOUND)
             .body("not found\n".into())?),

@@ -31,7 +31,7 @@ pub(crate) async fn handle_http<B>(
     digest: &Digest,
     request: hyper::Request<B>,
     limits: &Limits,
-    request_id: u64,
+    request_id: &str,
 ) -> Result<(HttpResponse, HttpFinish), Error>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -107,7 +107,7 @@ async fn prepare<B>(
     digest: &Digest,
     request: hyper::Request<B>,
     limits: &Limits,
-    request_id: u64,
+    request_id: &str,
 ) -> Result<Prepared, Error>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,

@@ -28,7 +28,7 @@ pub(crate) enum Grants<'a> {
     Sealed,
     /// HTTP guests: stdout and stderr go to the log under the request's id, one
     /// bounded budget for the whole call.
-    Log { request_id: u64 },
+    Log { request_id: &'a str },
     /// `wasi:cli` commands: their arguments and the environment the user granted;
     /// stdout and stderr pass through to the host's, within the output ceiling.
     Command {
@@ -103,7 +103,7 @@ fn grant(wasi: &mut WasiCtxBuilder, grants: &Grants<'_>, output_bytes: u64) -> S
             Stdio::Captured(capture)
         }
         Grants::Log { request_id } => {
-            let (stdout, stderr) = GuestLog::pair(*request_id);
+            let (stdout, stderr) = GuestLog::pair(request_id);
             wasi.stdout(stdout).stderr(stderr);
             Stdio::Logged
         }

@@ -5,11 +5,12 @@
 mod api;
 mod conn;
 mod metrics;
+mod request_id;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,6 +27,7 @@ use crate::{BurnCache, Digest, Error, ErrorKind, Limits};
 
 use self::conn::{SendDeadline, Share, Shares};
 use self::metrics::Metrics;
+use self::request_id::RequestIds;
 
 /// How `burncache serve` behaves.
 #[derive(Debug, Clone)]
@@ -168,7 +170,7 @@ pub(crate) struct Server {
     pub(crate) slots: Arc<Semaphore>,
     /// Slots held per client address.
     clients: Shares,
-    next_request: AtomicU64,
+    request_ids: RequestIds,
     /// Whether preloading is done.
     preloaded: std::sync::atomic::AtomicBool,
     /// When the store last answered a readiness check, and how: checks within
@@ -267,7 +269,7 @@ pub async fn serve(
         ),
         cache,
         config,
-        next_request: AtomicU64::new(1),
+        request_ids: RequestIds::new(),
         preloaded: std::sync::atomic::AtomicBool::new(false),
         store_checked: tokio::sync::Mutex::new(None),
     });
@@ -355,17 +357,24 @@ impl Server {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
+        use tracing::Instrument as _;
         let mut request = request;
         request.extensions_mut().insert(Peer(peer.ip()));
         let started = Instant::now();
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let id = self.request_ids.for_request(request.headers());
         let method = request.method().clone();
         let path = request.uri().path().to_string();
-        let (response, log) = self.route(request, id).await;
+        // Every line logged while the request is handled (guest output included)
+        // carries its id, and so does every error body it is answered with.
+        let span = tracing::info_span!("request", request_id = &*id);
+        let (mut response, log) = request_id::scope(id.clone(), self.route(request, &id))
+            .instrument(span)
+            .await;
+        request_id::echo(&mut response, &id);
         let status = response.status().as_u16();
         tracing::info!(
             target: "burncache::request",
-            request_id = id,
+            request_id = &*id,
             %peer,
             %method,
             path,
@@ -388,7 +397,7 @@ impl Server {
     async fn route(
         self: &Arc<Self>,
         request: Request<Incoming>,
-        id: u64,
+        id: &str,
     ) -> (Response<Body>, RequestLog) {
         let path = request.uri().path().to_string();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -525,7 +534,7 @@ impl Server {
         digest: Digest,
         request: Request<Incoming>,
         rewrite: Option<String>,
-        id: u64,
+        id: &str,
     ) -> (Response<Body>, RequestLog) {
         let Some(admission) = self.admit(peer_of(&request)) else {
             return (self.overloaded(), RequestLog::default());
@@ -558,12 +567,13 @@ impl Server {
         // free the slot while its guest runs on (to its end or its deadline).
         let (reply, replied) = oneshot::channel();
         let server = self.clone();
-        tokio::spawn(async move {
+        let id: Arc<str> = Arc::from(id);
+        let task = async move {
             let _admission = admission;
             let limits = server.config.limits;
             match server
                 .cache
-                .handle_http(&digest, request, &limits, id)
+                .handle_http(&digest, request, &limits, &id)
                 .await
             {
                 Ok((response, finish)) => {
@@ -571,7 +581,7 @@ impl Server {
                     if let Ok(outcome) = finish.await {
                         tracing::debug!(
                             target: "burncache::request",
-                            request_id = id,
+                            request_id = &*id,
                             fuel = outcome.fuel_burned,
                             outcome = outcome.result.err().map_or("ok", |e| e.kind().as_str()),
                             "guest finished"
@@ -582,7 +592,8 @@ impl Server {
                     let _ = reply.send(Err(e));
                 }
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(task));
         let handled = replied
             .await
             .unwrap_or_else(|_| Err(Error::Backend("the request task failed".to_string())));
@@ -681,8 +692,14 @@ pub(crate) fn client_message(e: &Error) -> String {
         .map_or_else(|| e.to_string(), ToString::to_string)
 }
 
+/// An error answer: `{"error": {"kind", "message", "request_id"}}`, the request id
+/// being the one of the request being handled.
 pub(crate) fn error_json(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": { "kind": kind, "message": message } });
+    let mut error = serde_json::json!({ "kind": kind, "message": message });
+    if let Some(id) = request_id::current() {
+        error["request_id"] = serde_json::Value::String(id.to_string());
+    }
+    let body = serde_json::json!({ "error": error });
     let mut response = Response::new(full(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
