@@ -3,6 +3,7 @@
 mod cli;
 mod cluster;
 mod compile;
+mod config;
 mod deploy;
 mod limits;
 mod nested;

@@ -5,6 +5,7 @@ mod batch;
 mod cache;
 mod call;
 mod completion;
+mod config;
 mod deploy;
 mod hash;
 mod inspect;
@@ -73,7 +74,8 @@ enum Command {
     Deploy(deploy::DeployCommand),
     Ls(ls::LsCommand),
     Cache(cache::CacheCommand),
-    Serve(serve::ServeCommand),
+    Serve(Box<serve::ServeCommand>),
+    Config(config::ConfigCommand),
     Completion(completion::CompletionCommand),
     Man(completion::ManCommand),
 }
@@ -99,6 +101,7 @@ impl Cli {
             Command::Ls(c) => c.run().await,
             Command::Cache(c) => c.run(),
             Command::Serve(c) => c.run().await,
+            Command::Config(c) => c.run(),
             Command::Completion(c) => c.run(),
             Command::Man(c) => c.run(),
         }
@@ -185,23 +188,39 @@ pub struct NodeArgs {
     #[arg(long, value_name = "FILE", env = "BURNCACHE_CLUSTER_KEY_FILE")]
     cluster_key_file: Option<std::path::PathBuf>,
     /// The most compiled artifacts kept; the least recently used are deleted past it
-    #[arg(long, value_name = "SIZE", default_value = "4GiB", value_parser = parse_size)]
-    artifacts_max_size: u64,
+    /// [default: 4GiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    artifacts_max_size: Option<u64>,
     /// The most components held in memory; the least recently used are dropped past
-    /// it, and loaded again when called
-    #[arg(long, value_name = "N", default_value_t = 1024,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    max_held: u32,
+    /// it, and loaded again when called [default: 1024]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_held: Option<u32>,
     /// The most memory held components take (their bytes and compiled code)
-    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = parse_size)]
-    max_held_size: u64,
+    /// [default: 2GiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_held_size: Option<u64>,
     /// How long a digest the store did not have is answered `not-found` without
-    /// asking the store again (0s: always ask)
-    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
-    not_found_ttl: std::time::Duration,
+    /// asking the store again (0s: always ask) [default: 2s]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    not_found_ttl: Option<std::time::Duration>,
 }
 
 impl NodeArgs {
+    /// Fills what the flags and environment leave unset from a config file.
+    fn overlay(&mut self, file: &config::NodeFile) {
+        let file = file.clone();
+        self.store = self.store.take().or(file.store);
+        self.artifacts = self.artifacts.take().or(file.artifacts);
+        self.artifact_key_file = self.artifact_key_file.take().or(file.artifact_key_file);
+        self.cluster_key_file = self.cluster_key_file.take().or(file.cluster_key_file);
+        self.artifacts_max_size = self
+            .artifacts_max_size
+            .or(file.artifacts_max_size.map(|s| s.0));
+        self.max_held = self.max_held.or(file.max_held.map(|n| n.0));
+        self.max_held_size = self.max_held_size.or(file.max_held_size.map(|s| s.0));
+        self.not_found_ttl = self.not_found_ttl.or(file.not_found_ttl.map(|d| d.0));
+    }
+
     fn store(&self) -> anyhow::Result<Store> {
         let url = self
             .store
@@ -250,16 +269,19 @@ impl NodeArgs {
                 "no cache directory (no home?) and no --artifacts: compiling in every run"
             );
         }
+        let defaults = Config::default();
         let mut config = Config {
             store: Some(self.store()?),
             artifact_dir,
             artifact_key_file: self.artifact_key_file.clone(),
             cluster_key_file: self.cluster_key_file.clone(),
-            artifact_max_bytes: self.artifacts_max_size,
-            max_held: self.max_held as usize,
-            max_held_bytes: self.max_held_size,
-            not_found_ttl: self.not_found_ttl,
-            ..Config::default()
+            artifact_max_bytes: self
+                .artifacts_max_size
+                .unwrap_or(defaults.artifact_max_bytes),
+            max_held: self.max_held.map_or(defaults.max_held, |n| n as usize),
+            max_held_bytes: self.max_held_size.unwrap_or(defaults.max_held_bytes),
+            not_found_ttl: self.not_found_ttl.unwrap_or(defaults.not_found_ttl),
+            ..defaults
         };
         adjust(&mut config);
         Ok(BurnCache::with_config(config)?)

@@ -11,6 +11,9 @@ use burncache::server::{ServerConfig, serve};
 use burncache::{Ceilings, Limits};
 use clap::Args;
 
+use super::config::{
+    Count, Depth, DigestText, Dur, GuestsFile, LimitsFile, NodeFile, Positive, ServeFile, Size,
+};
 use super::{LimitArgs, NodeArgs};
 
 /// Serve HTTP: a wasi:http component as `wasmtime serve` would, or the JSON API to
@@ -33,9 +36,17 @@ use super::{LimitArgs, NodeArgs};
 pub struct ServeCommand {
     /// A wasi:http (or burncache:host/http-udf) component to send every request to.
     component: Option<PathBuf>,
-    /// The address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    addr: SocketAddr,
+    /// Read settings from this TOML file (keys are the flags' names; see the README,
+    /// "Configuration"); flags and environment variables override it.
+    #[arg(long, value_name = "FILE", env = "BURNCACHE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the settings the server would run with (flags, environment, config
+    /// file and defaults together) as a config file, and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// The address to listen on (port 0 picks a free port) [default: 127.0.0.1:8080]
+    #[arg(long)]
+    addr: Option<SocketAddr>,
     /// The bearer token PUT and DELETE require. Without one, only a loopback address
     /// may be served.
     #[arg(long, env = "BURNCACHE_ADMIN_TOKEN", hide_env_values = true,
@@ -45,19 +56,19 @@ pub struct ServeCommand {
     /// in the process list.
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
-    /// The most requests running guest code at once; more get 503 at once.
-    #[arg(long, value_name = "N", default_value_t = 128,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    max_in_flight: u32,
+    /// The most requests running guest code at once; more get 503 at once
+    /// [default: 128]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_in_flight: Option<u32>,
     /// The most of those one client address may hold [default: half of
     /// --max-in-flight]; behind a proxy, raise it to --max-in-flight.
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_in_flight_per_client: Option<u32>,
-    /// The most connections open at once; more are closed as they arrive.
-    #[arg(long, value_name = "N", default_value_t = 1024,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    max_connections: u32,
+    /// The most connections open at once; more are closed as they arrive
+    /// [default: 1024]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: Option<u32>,
     /// The most of those one client address may hold [default: half of
     /// --max-connections]; behind a proxy, raise it to --max-connections.
     #[arg(long, value_name = "N",
@@ -68,25 +79,38 @@ pub struct ServeCommand {
     #[arg(long, value_name = "DIGEST", value_parser = parse_digest)]
     preload: Vec<burncache::Digest>,
     /// How long a client may leave an answer unread (taking no byte of it) before
-    /// its connection is closed.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = positive_duration)]
-    send_timeout: Duration,
+    /// its connection is closed [default: 30s]
+    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
+    send_timeout: Option<Duration>,
     /// How long a client may take to send a request's head, and how long an idle
-    /// keep-alive connection is kept.
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
-    header_timeout: Duration,
-    /// How long a client may take to send a call, batch or upload body.
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = positive_duration)]
-    body_timeout: Duration,
-    /// The largest component upload.
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = super::parse_size)]
-    max_component_size: u64,
-    /// The largest call or batch body.
-    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = super::parse_size)]
-    max_input_size: u64,
-    /// How long requests under way may take to finish after SIGINT or SIGTERM.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = super::parse_duration)]
-    shutdown_grace: Duration,
+    /// keep-alive connection is kept [default: 10s]
+    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
+    header_timeout: Option<Duration>,
+    /// How long a client may take to send a call, batch or upload body [default: 10s]
+    #[arg(long, value_name = "DUR", value_parser = positive_duration)]
+    body_timeout: Option<Duration>,
+    /// The largest component upload [default: 64MiB]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
+    max_component_size: Option<u64>,
+    /// The largest call or batch body [default: 16MiB]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
+    max_input_size: Option<u64>,
+    /// How long requests under way may take to finish after SIGINT or SIGTERM
+    /// [default: 30s]
+    #[arg(long, value_name = "DUR", value_parser = super::parse_duration)]
+    shutdown_grace: Option<Duration>,
+    /// How many guest instances may be alive at once (the instance pool's size)
+    /// [default: 256]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_instances: Option<u32>,
+    /// How deep guests may nest calls to other components (0: not at all)
+    /// [default: 8]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=64))]
+    max_depth: Option<u32>,
+    /// Let guests register new components and forget them through burn-cache (off:
+    /// guests run what the operator deployed, nothing more)
+    #[arg(long)]
+    allow_guest_register: bool,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -110,18 +134,6 @@ struct MaximaArgs {
     /// The highest output ceiling a request may ask for [default: 256MiB]
     #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
     max_output: Option<u64>,
-}
-
-impl MaximaArgs {
-    fn maxima(&self) -> Ceilings {
-        let most = Ceilings::MAXIMUM;
-        Ceilings {
-            fuel: self.max_fuel.unwrap_or(most.fuel),
-            memory_bytes: self.max_memory.unwrap_or(most.memory_bytes),
-            timeout: self.max_timeout.unwrap_or(most.timeout),
-            output_bytes: self.max_output.unwrap_or(most.output_bytes),
-        }
-    }
 }
 
 fn non_empty(text: &str) -> Result<String, String> {
@@ -179,10 +191,65 @@ fn raise_file_limit(max_connections: u32) {
 }
 
 impl ServeCommand {
-    /// The admin token: given, or read from its file.
-    fn admin_token(&self) -> anyhow::Result<Option<String>> {
-        let Some(path) = &self.admin_token_file else {
+    /// The settings the flags (and their environment variables) give, as a config
+    /// file would spell them.
+    fn flags(&self) -> ServeFile {
+        let limits = &self.limits;
+        let maxima = &self.maxima;
+        let node = &self.node;
+        ServeFile {
+            component: self.component.clone(),
+            addr: self.addr,
+            admin_token_file: self.admin_token_file.clone(),
+            max_in_flight: self.max_in_flight.map(Count),
+            max_in_flight_per_client: self.max_in_flight_per_client.map(Count),
+            max_connections: self.max_connections.map(Count),
+            max_connections_per_client: self.max_connections_per_client.map(Count),
+            preload: self.preload.iter().copied().map(DigestText).collect(),
+            send_timeout: self.send_timeout.map(Positive),
+            header_timeout: self.header_timeout.map(Positive),
+            body_timeout: self.body_timeout.map(Positive),
+            max_component_size: self.max_component_size.map(Size),
+            max_input_size: self.max_input_size.map(Size),
+            shutdown_grace: self.shutdown_grace.map(Dur),
+            limits: LimitsFile {
+                fuel: limits.fuel,
+                memory: limits.memory.map(Size),
+                timeout: limits.timeout.map(Positive),
+                output: limits.output_limit.map(Size),
+            },
+            maxima: LimitsFile {
+                fuel: maxima.max_fuel,
+                memory: maxima.max_memory.map(Size),
+                timeout: maxima.max_timeout.map(Positive),
+                output: maxima.max_output.map(Size),
+            },
+            node: NodeFile {
+                store: node.store.clone(),
+                artifacts: node.artifacts.clone(),
+                artifact_key_file: node.artifact_key_file.clone(),
+                cluster_key_file: node.cluster_key_file.clone(),
+                artifacts_max_size: node.artifacts_max_size.map(Size),
+                max_held: node.max_held.map(Count),
+                max_held_size: node.max_held_size.map(Size),
+                not_found_ttl: node.not_found_ttl.map(Dur),
+            },
+            guests: GuestsFile {
+                max_instances: self.max_instances.map(Count),
+                pooling: None,
+                max_depth: self.max_depth.map(Depth),
+                allow_register: self.allow_guest_register.then_some(true),
+            },
+        }
+    }
+
+    /// The admin token: given by flag or environment, or read from its file.
+    fn admin_token(&self, file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+        if self.admin_token.is_some() {
             return Ok(self.admin_token.clone());
+        }
+        let Some(path) = file else {
+            return Ok(None);
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the admin token from {}", path.display()))?;
@@ -192,25 +259,63 @@ impl ServeCommand {
         Ok(Some(token))
     }
 
-    pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let admin_token = self.admin_token()?;
-        raise_file_limit(self.max_connections);
-        let maxima = self.maxima.maxima();
+    pub async fn run(mut self) -> anyhow::Result<ExitCode> {
+        let file = match &self.config {
+            Some(path) => ServeFile::load(path)?,
+            None => ServeFile::default(),
+        };
+        // Flags and environment first, then the file, then the defaults.
+        let settings = self.flags().or(file).or(ServeFile::defaults());
+        if self.print_config {
+            print!(
+                "{}",
+                toml::to_string(&settings).context("cannot write the settings")?
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        self.node.overlay(&settings.node);
+        let admin_token = self.admin_token(settings.admin_token_file.as_ref())?;
+        let built_in = ServeFile::defaults();
+        let count = |n: Option<Count>, default: Option<Count>| n.or(default).map_or(1, |n| n.0);
+        let max_connections = count(settings.max_connections, built_in.max_connections);
+        let max_in_flight = count(settings.max_in_flight, built_in.max_in_flight);
+        raise_file_limit(max_connections);
+        let ceilings = |given: &LimitsFile, most: Ceilings| Ceilings {
+            fuel: given.fuel.unwrap_or(most.fuel),
+            memory_bytes: given.memory.map_or(most.memory_bytes, |s| s.0),
+            timeout: given.timeout.map_or(most.timeout, |d| d.0),
+            output_bytes: given.output.map_or(most.output_bytes, |s| s.0),
+        };
+        let maxima = ceilings(&settings.maxima, Ceilings::MAXIMUM);
+        let server_defaults = ServerConfig::default();
+        let max_component_size = settings
+            .max_component_size
+            .map_or(server_defaults.max_component_bytes as u64, |s| s.0);
+        let guests = &settings.guests;
         let cache = self.node.cache_with(|config| {
             // A default above a maximum is lowered to it.
             config.defaults = maxima.resolve(&config.defaults, &Limits::default());
             config.maxima = maxima;
-            config.max_component_bytes = self.max_component_size;
-            if self.max_in_flight > config.max_instances {
+            config.max_component_bytes = max_component_size;
+            if let Some(n) = guests.max_instances {
+                config.max_instances = n.0;
+            }
+            if let Some(pooling) = guests.pooling {
+                config.pooling = pooling;
+            }
+            if let Some(depth) = guests.max_depth {
+                config.max_depth = depth.0;
+            }
+            config.allow_guest_register = guests.allow_register.unwrap_or(false);
+            if max_in_flight > config.max_instances {
                 tracing::warn!(
-                    "--max-in-flight {} is above the node's {} instances: calls past them \
-                     fail with `backend` rather than 503",
-                    self.max_in_flight,
+                    "--max-in-flight {max_in_flight} is above the node's {} instances: \
+                     calls past them fail with `backend` rather than 503",
                     config.max_instances
                 );
             }
         })?;
-        let component = match &self.component {
+        let component = match &settings.component {
             Some(path) => {
                 let bytes = super::read(path)?;
                 let digest = cache
@@ -229,25 +334,46 @@ impl ServeCommand {
             }
             None => None,
         };
+        let limits = &settings.limits;
         let config = ServerConfig {
             component,
             admin_token,
-            max_in_flight: self.max_in_flight as usize,
-            max_in_flight_per_client: self.max_in_flight_per_client.map(|n| n as usize),
-            max_connections: self.max_connections as usize,
-            max_connections_per_client: self.max_connections_per_client.map(|n| n as usize),
-            send_timeout: self.send_timeout,
-            preload: self.preload.clone(),
-            header_timeout: self.header_timeout,
-            body_timeout: self.body_timeout,
-            max_component_bytes: usize::try_from(self.max_component_size).unwrap_or(usize::MAX),
-            max_input_bytes: usize::try_from(self.max_input_size).unwrap_or(usize::MAX),
-            limits: self.limits.limits(),
-            shutdown_grace: self.shutdown_grace,
+            max_in_flight: max_in_flight as usize,
+            max_in_flight_per_client: settings.max_in_flight_per_client.map(|n| n.0 as usize),
+            max_connections: max_connections as usize,
+            max_connections_per_client: settings.max_connections_per_client.map(|n| n.0 as usize),
+            send_timeout: settings
+                .send_timeout
+                .map_or(server_defaults.send_timeout, |d| d.0),
+            preload: settings.preload.iter().map(|d| d.0).collect(),
+            header_timeout: settings
+                .header_timeout
+                .map_or(server_defaults.header_timeout, |d| d.0),
+            body_timeout: settings
+                .body_timeout
+                .map_or(server_defaults.body_timeout, |d| d.0),
+            max_component_bytes: usize::try_from(max_component_size).unwrap_or(usize::MAX),
+            max_input_bytes: settings
+                .max_input_size
+                .map_or(server_defaults.max_input_bytes, |s| {
+                    usize::try_from(s.0).unwrap_or(usize::MAX)
+                }),
+            limits: Limits {
+                fuel: limits.fuel,
+                memory_bytes: limits.memory.map(|s| s.0),
+                timeout: limits.timeout.map(|d| d.0),
+                output_bytes: limits.output.map(|s| s.0),
+            },
+            shutdown_grace: settings
+                .shutdown_grace
+                .map_or(server_defaults.shutdown_grace, |d| d.0),
         };
-        let listener = tokio::net::TcpListener::bind(self.addr)
+        let addr = settings
+            .addr
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("cannot listen on {}", self.addr))?;
+            .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener
             .local_addr()
             .context("cannot read the listening address")?;
