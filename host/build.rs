@@ -26,30 +26,59 @@ fn main() {
         PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let root = manifest_dir
         .parent()
-        .expect("host/ is inside the workspace")
+        .expect("a crate is inside a directory")
         .to_path_buf();
-    for watched in [
-        "runtimes/js/src",
-        "runtimes/js/Cargo.toml",
-        "wit",
-        "Cargo.lock",
-    ] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
-    }
+    // In the workspace, the runtime is its member `runtimes/js` (its source in
+    // host/js-runtime), locked by the workspace's Cargo.lock. Built from a published
+    // crate, there is no workspace: the runtime's source, WIT and standalone manifest
+    // are staged in OUT_DIR in the same layout, and built there.
+    let workspace_manifest = root.join("runtimes").join("js").join("Cargo.toml");
+    let (runtime_manifest, target_dir, locked) = if workspace_manifest.is_file() {
+        for watched in [
+            "host/js-runtime",
+            "runtimes/js/Cargo.toml",
+            "wit",
+            "Cargo.lock",
+        ] {
+            println!("cargo:rerun-if-changed={}", root.join(watched).display());
+        }
+        (
+            workspace_manifest,
+            root.join("target").join("js-runtime"),
+            true,
+        )
+    } else {
+        for watched in ["js-runtime", "wit"] {
+            println!(
+                "cargo:rerun-if-changed={}",
+                manifest_dir.join(watched).display()
+            );
+        }
+        let stage = out_dir.join("js-runtime-source");
+        let _ = std::fs::remove_dir_all(&stage);
+        copy_tree(&manifest_dir.join("wit"), &stage.join("wit"));
+        copy_tree(
+            &manifest_dir.join("js-runtime").join("src"),
+            &stage.join("host").join("js-runtime").join("src"),
+        );
+        let staged_manifest = stage.join("runtimes").join("js").join("Cargo.toml");
+        std::fs::create_dir_all(staged_manifest.parent().expect("a parent"))
+            .expect("create the runtime's staging directory");
+        std::fs::copy(
+            manifest_dir.join("js-runtime").join("Cargo.toml.in"),
+            &staged_manifest,
+        )
+        .expect("stage the runtime's manifest");
+        (staged_manifest, out_dir.join("js-runtime-target"), false)
+    };
 
-    let target_dir = root.join("target").join("js-runtime");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
-        .current_dir(&root)
-        .args([
-            "build",
-            "--locked",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-        ])
-        .args(["-p", "burncache-js-runtime", "--target-dir"])
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .arg("--manifest-path")
+        .arg(&runtime_manifest)
+        .arg("--target-dir")
         .arg(&target_dir)
         // No debug info: it would triple the component, and the engine's own frames
         // mean nothing to a script's author (scripts get JavaScript stack traces).
@@ -82,6 +111,9 @@ fn main() {
             format!("-isystem {}", headers.display()),
         );
     }
+    if locked {
+        build.arg("--locked");
+    }
     // The outer build's flags are for the host, not for wasm.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
@@ -105,6 +137,23 @@ fn main() {
         .join("burncache_js_runtime.wasm");
     std::fs::copy(&built, &embedded)
         .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), embedded.display()));
+}
+
+/// Copies the files under `from` to `to`, directories included.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
+    let entries =
+        std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+    for entry in entries {
+        let entry = entry.unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if source.is_dir() {
+            copy_tree(&source, &target);
+        } else {
+            std::fs::copy(&source, &target)
+                .unwrap_or_else(|e| panic!("copy {}: {e}", source.display()));
+        }
+    }
 }
 
 /// A clang that can target `wasm32-wasip2`: the newest versioned one first (Debian's

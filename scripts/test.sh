@@ -28,3 +28,5 @@ echo "test: a cluster behind HAProxy"
 # The binary `cargo test` just built: building it alone would resolve other
 # features and rebuild half the dependency tree.
 BURNCACHE="$PWD/target/debug/burncache" bash scripts/cluster.sh
+echo "test: the crates package and install"
+bash scripts/package.sh

@@ -45,7 +45,7 @@ use serde::de::DeserializeOwned;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "burncache:host/udf",
         pub_export_macro: true,
         export_macro_name: "__export_udf",
@@ -60,7 +60,7 @@ pub mod bindings {
 #[doc(hidden)]
 pub mod client {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "burncache:host/client",
         with: {
             "burncache:host/types@0.1.0": crate::bindings::burncache::host::types,

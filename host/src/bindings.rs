@@ -6,7 +6,7 @@
 //! do not see.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "wit",
     world: "burncache:host/udf",
     imports: { default: async },
     exports: { default: async },
@@ -19,7 +19,7 @@ pub(crate) use self::burncache::host::types::{
 /// The JavaScript runtime's world, sharing the types above.
 pub(crate) mod js {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "wit",
         world: "burncache:host/js-runtime",
         imports: { default: async },
         exports: { default: async },

@@ -7,6 +7,7 @@ mod config;
 mod deploy;
 mod limits;
 mod nested;
+mod packaging;
 mod payloads;
 mod s3;
 mod sandbox;

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Checks that the crates can be published and installed: `cargo package` (which
+# builds each packaged crate on its own, outside the workspace) for burncache-guest
+# and burncache, then `cargo install` of the host from the workspace and from the
+# packaged crate, each binary run on a JavaScript script (the embedded runtime)
+# and a Rust component.
+#
+# The installs are debug builds into the shared target directory, so that they
+# reuse what `cargo test` and `cargo package` built; a release install
+# (`cargo install --locked --path host`) differs only in its profile.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "package: burncache-guest"
+cargo package --locked --allow-dirty -p burncache-guest
+echo "package: burncache"
+cargo package --locked --allow-dirty -p burncache
+
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+packaged="target/package/burncache-$version"
+test -f "$packaged/js-runtime/Cargo.toml.in" || {
+    echo "package: $packaged lacks the JavaScript runtime's source" >&2
+    exit 1
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "package: cargo install --path host"
+cargo install --locked --debug --path host --root "$work/host" --target-dir target
+echo "package: cargo install from the packaged crate"
+cargo install --locked --debug --path "$packaged" --root "$work/packaged" --target-dir target
+
+printf 'export default (x) => ({ doubled: x.n * 2 });\n' > "$work/double.js"
+# Built from source by the test build (tests/build.rs).
+add_one=target/wasm32-wasip2/release/add_one.wasm
+test -f "$add_one" || {
+    echo "package: $add_one is missing; run cargo test first" >&2
+    exit 1
+}
+for installed in "$work/host" "$work/packaged"; do
+    bin="$installed/bin/burncache"
+    node="$installed/node"
+    answer=$("$bin" call "$work/double.js" --input '{"n": 21}' --raw \
+        --store "file://$node/store" --artifacts "$node/artifacts")
+    if [ "$answer" != '{"doubled":42}' ]; then
+        echo "package: $bin ran the script to $answer" >&2
+        exit 1
+    fi
+    answer=$("$bin" call "$add_one" --input '{"n": 41}' --raw \
+        --store "file://$node/store" --artifacts "$node/artifacts")
+    if [ "$answer" != '{"n":42}' ]; then
+        echo "package: $bin ran add-one to $answer" >&2
+        exit 1
+    fi
+    echo "package: $bin works"
+done

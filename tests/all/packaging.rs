@@ -1,0 +1,93 @@
+//! What the published crates carry: each a copy of `wit/`, and the host the
+//! JavaScript runtime's source with a standalone manifest. The copies must not
+//! drift from what the workspace builds with.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// Every file under `dir`, by its path relative to `dir`, with its bytes.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, into: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                walk(base, &path, into);
+            } else {
+                let relative = path.strip_prefix(base).expect("under base").to_path_buf();
+                into.insert(relative, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    let mut found = BTreeMap::new();
+    walk(dir, dir, &mut found);
+    found
+}
+
+#[test]
+fn each_crates_wit_is_the_workspaces() {
+    let root = root();
+    let canonical = files(&root.join("wit"));
+    assert!(canonical.contains_key(Path::new("burncache.wit")));
+    for copy in ["host/wit", "guest-sdk/wit"] {
+        let copied = files(&root.join(copy));
+        let differ: Vec<_> = canonical
+            .keys()
+            .chain(copied.keys())
+            .filter(|name| canonical.get(*name) != copied.get(*name))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{copy} differs from wit/ in {differ:?}: copy wit/ over it (cp -r wit/. {copy}/)"
+        );
+    }
+}
+
+fn manifest(path: &Path) -> toml::Table {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The standalone manifest the published crate builds the runtime with names the
+/// dependencies the workspace builds it with.
+#[test]
+fn the_published_runtime_manifest_matches_the_workspaces() {
+    let root = root();
+    let workspace = manifest(&root.join("Cargo.toml"));
+    let shared = &workspace["workspace"]["dependencies"];
+    let member = manifest(&root.join("runtimes/js/Cargo.toml"));
+    let standalone = manifest(&root.join("host/js-runtime/Cargo.toml.in"));
+    let resolved: toml::Table = member["dependencies"]
+        .as_table()
+        .expect("a table")
+        .iter()
+        .map(|(name, spec)| {
+            let spec = if spec.get("workspace").and_then(toml::Value::as_bool) == Some(true) {
+                match &shared[name.as_str()] {
+                    toml::Value::String(version) => toml::Value::Table(toml::Table::from_iter([(
+                        "version".to_string(),
+                        toml::Value::String(version.clone()),
+                    )])),
+                    table => table.clone(),
+                }
+            } else {
+                spec.clone()
+            };
+            (name.clone(), spec)
+        })
+        .collect();
+    assert_eq!(
+        standalone["dependencies"].as_table(),
+        Some(&resolved),
+        "host/js-runtime/Cargo.toml.in's dependencies differ from runtimes/js/Cargo.toml's"
+    );
+    assert_eq!(standalone["lib"], member["lib"]);
+}
