@@ -6,8 +6,9 @@
 # and a Rust component.
 #
 # The installs are debug builds into the shared target directory, so that they
-# reuse what `cargo test` and `cargo package` built; a release install
-# (`cargo install --locked --path host`) differs only in its profile.
+# reuse what `cargo test` (with the `otlp` feature) and `cargo package` (without)
+# built; a release install (`cargo install --locked --path host`) differs only in
+# its profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,7 @@ test -f "$packaged/js-runtime/Cargo.toml.in" || {
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "package: cargo install --path host"
-cargo install --locked --debug --path host --root "$work/host" --target-dir target
+cargo install --locked --debug --path host --features otlp --root "$work/host" --target-dir target
 echo "package: cargo install from the packaged crate"
 cargo install --locked --debug --path "$packaged" --root "$work/packaged" --target-dir target
 

@@ -2,6 +2,7 @@
 //! once, and exit with a code that tells the error's class.
 
 mod commands;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -9,16 +10,18 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = commands::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.default_log_filter()));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        // One JSON object a line, the event's fields at the top level.
-        commands::LogFormat::Json => logs.json().flatten_event(true).init(),
-        commands::LogFormat::Text => logs.init(),
-    }
+    // Dropped after the runtime, outside it: that flushes the traces.
+    let _telemetry = match telemetry::init(
+        cli.log_format,
+        cli.default_log_filter(),
+        cli.otlp_endpoint.as_deref(),
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e}");
+            return ExitCode::from(commands::EXIT_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,6 +7,8 @@ mod config;
 mod deploy;
 mod limits;
 mod nested;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod packaging;
 mod payloads;
 mod s3;

@@ -47,27 +47,29 @@ where
         }
     };
     let (outparam, receiver, answer) = out;
-    let finish = tokio::spawn(sandbox.run(async move |sandbox| {
-        let proxy = pre
-            .instantiate_async(&mut sandbox.store)
-            .await
-            .map_err(|e| sandbox.classify(e))?;
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut sandbox.store, request, outparam)
-            .await
-            .map_err(|e| sandbox.classify(e))?;
-        // The guest returned: it must have answered with a response.
-        match &*answer.lock().unwrap_or_else(PoisonError::into_inner) {
-            Answer::Response => Ok(()),
-            Answer::Error(code) => Err(Error::Guest(format!(
-                "the guest answered with an error: {code}"
-            ))),
-            Answer::None => Err(Error::Guest(
-                "the guest returned without setting a response".to_string(),
-            )),
-        }
-    }));
+    let finish = tokio::spawn(tracing::Instrument::in_current_span(sandbox.run(
+        async move |sandbox| {
+            let proxy = pre
+                .instantiate_async(&mut sandbox.store)
+                .await
+                .map_err(|e| sandbox.classify(e))?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut sandbox.store, request, outparam)
+                .await
+                .map_err(|e| sandbox.classify(e))?;
+            // The guest returned: it must have answered with a response.
+            match &*answer.lock().unwrap_or_else(PoisonError::into_inner) {
+                Answer::Response => Ok(()),
+                Answer::Error(code) => Err(Error::Guest(format!(
+                    "the guest answered with an error: {code}"
+                ))),
+                Answer::None => Err(Error::Guest(
+                    "the guest returned without setting a response".to_string(),
+                )),
+            }
+        },
+    )));
     match receiver.await {
         Ok(Ok(response)) => Ok((response, finish)),
         // The guest answered with an error code, or not at all: the task says

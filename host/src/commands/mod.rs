@@ -53,6 +53,16 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text,
           env = "BURNCACHE_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Send traces (a span per request, fetch, compile and guest call) to this
+    /// OpenTelemetry collector over OTLP/HTTP, e.g. `http://127.0.0.1:4318`; the
+    /// `OTEL_EXPORTER_OTLP_*` variables set the rest. Needs the `otlp` feature
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "BURNCACHE_OTLP_ENDPOINT"
+    )]
+    pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }

@@ -344,7 +344,13 @@ impl Registry {
             let registry = self.clone();
             let source = slot.source.clone();
             let within = within.cloned();
-            async move { registry.make(digest, &source, within).await }
+            // Made here, in the caller's span: the compile runs in a task of its
+            // own, and its span is a child of the call that started it.
+            let span = tracing::info_span!("compile", %digest);
+            tracing::Instrument::instrument(
+                async move { registry.make(digest, &source, within).await },
+                span,
+            )
         })
         .await;
         self.evict(&digest);
@@ -395,8 +401,12 @@ impl Registry {
                 Counters::bump(&self.counters.fetches);
                 let arrivals = self.arrivals.load(Ordering::Relaxed);
                 let most = self.config.max_component_bytes;
-                let fetched: Result<Arc<[u8]>, Error> =
-                    store.fetch(digest, most).await.map(Arc::from);
+                let fetched: Result<Arc<[u8]>, Error> = tracing::Instrument::instrument(
+                    store.fetch(digest, most),
+                    tracing::info_span!("fetch", %digest),
+                )
+                .await
+                .map(Arc::from);
                 match &fetched {
                     Ok(bytes) => {
                         tracing::info!(%digest, bytes = bytes.len(), store = store.url(), "fetched")
@@ -678,10 +688,10 @@ impl Registry {
         let (Some(seal), Some(store)) = (self.shared.as_ref(), self.config.store.as_ref()) else {
             return Shared::Missing;
         };
-        let sealed = match store
-            .fetch_artifact(&seal.space(), &key, self.largest_shared_artifact())
-            .await
-        {
+        let space = seal.space();
+        let fetch = store.fetch_artifact(&space, &key, self.largest_shared_artifact());
+        let span = tracing::info_span!("fetch-artifact", digest = %key);
+        let sealed = match tracing::Instrument::instrument(fetch, span).await {
             Ok(Some(sealed)) => sealed,
             Ok(None) => return Shared::Missing,
             Err(e) => {

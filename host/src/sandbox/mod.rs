@@ -326,9 +326,13 @@ impl Sandbox {
         is_call: bool,
     ) -> Outcome<T> {
         let deadline = tokio::time::Instant::from_std(self.scope().deadline);
-        let mut result = tokio::time::timeout_at(deadline, work(&mut self))
-            .await
-            .unwrap_or(Err(Error::Timeout));
+        let span = tracing::info_span!("guest", call = is_call);
+        let mut result = tracing::Instrument::instrument(
+            tokio::time::timeout_at(deadline, work(&mut self)),
+            span,
+        )
+        .await
+        .unwrap_or(Err(Error::Timeout));
         if self.store.data().output_exceeded()
             && !matches!(result, Err(Error::FuelExhausted | Error::Timeout))
         {

@@ -6,6 +6,7 @@ mod api;
 mod conn;
 mod metrics;
 mod request_id;
+mod trace_context;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -366,7 +367,8 @@ impl Server {
         let path = request.uri().path().to_string();
         // Every line logged while the request is handled (guest output included)
         // carries its id, and so does every error body it is answered with.
-        let span = tracing::info_span!("request", request_id = &*id);
+        let span = tracing::info_span!("request", request_id = &*id, %method, path);
+        trace_context::join_caller(&span, request.headers());
         let (mut response, log) = request_id::scope(id.clone(), self.route(request, &id))
             .instrument(span)
             .await;
