@@ -66,6 +66,8 @@ pub struct Config {
     /// The most bytes of components held in memory (their bytes and compiled
     /// code); the least recently used are dropped past it.
     pub max_held_bytes: u64,
+    /// Which guests may send HTTP requests, and where to. Default: none, nowhere.
+    pub outbound: crate::outbound::OutboundPolicy,
     /// How long the node remembers that the store had no object (or a damaged one)
     /// for a digest, instead of asking again on every call. Zero: never.
     pub not_found_ttl: Duration,
@@ -89,6 +91,7 @@ impl Default for Config {
             max_held: 1024,
             max_held_bytes: 2 << 30,
             not_found_ttl: Duration::from_secs(2),
+            outbound: crate::outbound::OutboundPolicy::default(),
         }
     }
 }

@@ -34,6 +34,7 @@ mod source;
 // resources: what a node has
 mod artifacts;
 mod engine;
+mod outbound;
 mod output;
 mod stats;
 mod store;
@@ -57,6 +58,7 @@ pub use engine::Config;
 pub use error::{Error, ErrorKind};
 pub use inspect::{ComponentKind, FUNCTION_EXPORT, Inspection, inspect};
 pub use limits::{Ceilings, Limits};
+pub use outbound::{AllowedOutbound, OutboundPolicy};
 pub use payload::Payload;
 pub use sandbox::Outcome;
 pub use source::SourceKind;

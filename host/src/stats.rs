@@ -53,6 +53,13 @@ pub struct Stats {
     pub negative_hits: u64,
     /// Components fetched (and verified) from the store.
     pub fetches: u64,
+    /// Outgoing HTTP requests from guests that were sent (and answered, or not).
+    pub outbound_sent: u64,
+    /// Outgoing HTTP requests from guests the allow-list refused.
+    pub outbound_denied: u64,
+    /// Outgoing HTTP requests that were allowed but failed (no connection, a TLS
+    /// failure, the call's deadline).
+    pub outbound_failed: u64,
     /// Components published to the store by `register`.
     pub publishes: u64,
     /// Publishes by `register` that failed (the registration itself succeeded).
@@ -103,6 +110,9 @@ pub(crate) struct Counters {
     pub(crate) evictions: AtomicU64,
     pub(crate) negative_hits: AtomicU64,
     pub(crate) fetches: AtomicU64,
+    pub(crate) outbound_sent: AtomicU64,
+    pub(crate) outbound_denied: AtomicU64,
+    pub(crate) outbound_failed: AtomicU64,
     pub(crate) publishes: AtomicU64,
     pub(crate) publish_failures: AtomicU64,
     pub(crate) calls_ok: AtomicU64,
@@ -158,6 +168,9 @@ impl Counters {
             evictions: self.evictions.load(Relaxed),
             negative_hits: self.negative_hits.load(Relaxed),
             fetches: self.fetches.load(Relaxed),
+            outbound_sent: self.outbound_sent.load(Relaxed),
+            outbound_denied: self.outbound_denied.load(Relaxed),
+            outbound_failed: self.outbound_failed.load(Relaxed),
             publishes: self.publishes.load(Relaxed),
             publish_failures: self.publish_failures.load(Relaxed),
             compile_time: Duration::from_nanos(self.compile_nanos.load(Relaxed)),

@@ -59,6 +59,10 @@ max-instances = 40
 pooling = false
 max-depth = 3
 allow-register = true
+
+[outbound]
+allow = ["http://127.0.0.1:9999", "https://*.example.com"]
+functions = true
 "#,
         digest = "ab".repeat(32)
     )

@@ -9,6 +9,7 @@ mod limits;
 mod nested;
 #[cfg(feature = "otlp")]
 mod otlp;
+mod outbound;
 mod packaging;
 mod payloads;
 mod s3;
@@ -17,6 +18,7 @@ mod scripts;
 mod serve;
 mod store;
 mod trust;
+mod upstream;
 
 use burncache::{BurnCache, Config, Digest, Limits, Payload};
 use burncache_test_guests as guests;

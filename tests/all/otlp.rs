@@ -70,6 +70,27 @@ impl Receiver {
         Receiver { url, exports }
     }
 
+    /// The spans of the caller's trace, once those named have arrived (or after 20
+    /// seconds, whatever has).
+    async fn wait_for(&self, names: &[&str]) -> Vec<(String, Span)> {
+        let mut waited = Duration::ZERO;
+        loop {
+            let ours: Vec<(String, Span)> = self
+                .spans()
+                .into_iter()
+                .filter(|(_, span)| hex::encode(&span.trace_id) == TRACE_ID)
+                .collect();
+            let arrived = names
+                .iter()
+                .all(|name| ours.iter().any(|(_, span)| span.name == *name));
+            if arrived || waited > Duration::from_secs(20) {
+                return ours;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            waited += Duration::from_millis(100);
+        }
+    }
+
     /// Every span received so far, with its service's name.
     fn spans(&self) -> Vec<(String, Span)> {
         let exports = self.exports.lock().expect("the exports");
@@ -95,6 +116,55 @@ impl Receiver {
     }
 }
 
+/// Starts `burncache serve` on `store`, sending its traces to `receiver`.
+fn start(
+    receiver: &Receiver,
+    store: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (std::process::Child, String) {
+    let mut server = Command::new(BIN)
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--store",
+            store,
+            "--artifacts",
+        ])
+        .arg(dir.join("server-artifacts"))
+        .args(["--otlp-endpoint", &receiver.url])
+        .args(args)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start burncache serve");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the address line");
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (server, base)
+}
+
+/// Stops the server (SIGTERM), which sends the spans it has not sent yet.
+async fn stop(mut server: std::process::Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(server.id().to_string())
+        .status();
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .expect("the waiting task")
+        .expect("wait");
+    assert!(status.success(), "{status}");
+}
+
 /// A call traced by its caller: the server's `request` span is the caller's span's
 /// child, and the fetch, compile and guest call it caused are the request's.
 // Two workers: the receiver must answer while the test waits for the server.
@@ -111,32 +181,7 @@ async fn a_call_sends_its_spans_under_the_callers_trace() {
     assert!(deployed.status.success(), "{deployed:?}");
     let digest = String::from_utf8_lossy(&deployed.stdout).trim().to_string();
 
-    let mut server = Command::new(BIN)
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--store",
-            &store,
-            "--artifacts",
-        ])
-        .arg(dir.join("server-artifacts"))
-        .args(["--otlp-endpoint", &receiver.url])
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start burncache serve");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the address line");
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-
+    let (server, base) = start(&receiver, &store, &dir, &[]);
     let answer = reqwest::Client::new()
         .post(format!("{base}/v1/components/{digest}/call"))
         .header("content-type", "application/json")
@@ -148,46 +193,16 @@ async fn a_call_sends_its_spans_under_the_callers_trace() {
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.text().await.expect("text"), r#"{"n":42}"#);
 
-    // A stopping server sends what it has not sent yet.
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(server.id().to_string())
-        .status();
-    let status = tokio::task::spawn_blocking(move || server.wait())
-        .await
-        .expect("the waiting task")
-        .expect("wait");
-    assert!(status.success(), "{status}");
-
-    let mut waited = Duration::ZERO;
-    let ours = loop {
-        let ours: Vec<(String, Span)> = receiver
-            .spans()
-            .into_iter()
-            .filter(|(_, span)| hex::encode(&span.trace_id) == TRACE_ID)
-            .collect();
-        let names: Vec<&str> = ours.iter().map(|(_, s)| s.name.as_str()).collect();
-        if ["request", "fetch", "compile", "guest"]
-            .iter()
-            .all(|n| names.contains(n))
-            || waited > Duration::from_secs(20)
-        {
-            break ours;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += Duration::from_millis(100);
-    };
+    stop(server).await;
+    let ours = receiver
+        .wait_for(&["request", "fetch", "compile", "guest"])
+        .await;
     let find = |name: &str| {
         ours.iter()
             .find(|(_, span)| span.name == name)
             .unwrap_or_else(|| {
                 let names: Vec<&str> = ours.iter().map(|(_, s)| s.name.as_str()).collect();
-                let all: Vec<(String, String)> = receiver
-                    .spans()
-                    .into_iter()
-                    .map(|(_, s)| (s.name, hex::encode(s.trace_id)))
-                    .collect();
-                panic!("no {name} span in the caller's trace; it has {names:?}; all: {all:?}")
+                panic!("no {name} span in the caller's trace; it has {names:?}")
             })
     };
     let (service, request) = find("request");
@@ -200,4 +215,54 @@ async fn a_call_sends_its_spans_under_the_callers_trace() {
             "the {name} span is the request's child"
         );
     }
+}
+
+/// A guest's outgoing request carries the call's trace on to the upstream: its
+/// `traceparent` names the caller's trace, and as parent the guest's span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guests_outgoing_request_carries_the_trace_on() {
+    let receiver = Receiver::start().await;
+    let upstream = crate::upstream::Upstream::start().await;
+    let dir = tempdir();
+    let store = burncache::file_url(&dir.join("store"));
+    let allowed = format!("http://127.0.0.1:{}", upstream.port);
+    let (server, base) = start(&receiver, &store, &dir, &["--allow-outbound", &allowed]);
+    let client = reqwest::Client::new();
+    let deployed = client
+        .put(format!("{base}/v1/components"))
+        .body(std::fs::read(guests::HTTP_CALLER).expect("read the guest"))
+        .send()
+        .await
+        .expect("PUT");
+    let digest = deployed.json::<serde_json::Value>().await.expect("JSON")["digest"]
+        .as_str()
+        .expect("a digest")
+        .to_string();
+    let fetched = client
+        .get(format!(
+            "{base}/v1/http/{digest}/fetch?url={}",
+            upstream.url()
+        ))
+        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(fetched.status(), 200);
+    stop(server).await;
+
+    let sent = upstream.headers();
+    let traceparent = sent[0]
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no traceparent in {:?}", sent[0]))
+        .to_string();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[1], TRACE_ID, "the upstream joins the caller's trace");
+    let ours = receiver.wait_for(&["request", "guest"]).await;
+    let (_, parent) = ours
+        .iter()
+        .find(|(_, span)| hex::encode(&span.span_id) == parts[2])
+        .unwrap_or_else(|| panic!("no exported span is the upstream's parent {}", parts[2]));
+    assert_eq!(parent.name, "guest", "the guest's span sent the request");
 }

@@ -12,19 +12,19 @@ use crate::{guests, tempdir};
 const BIN: &str = env!("CARGO_BIN_EXE_burncache");
 
 /// A running `burncache serve`; stopped (SIGTERM) when dropped.
-struct Served {
+pub(crate) struct Served {
     child: Child,
     base: String,
-    client: reqwest::Client,
+    pub(crate) client: reqwest::Client,
 }
 
 impl Served {
-    fn start(args: &[&str]) -> Served {
+    pub(crate) fn start(args: &[&str]) -> Served {
         Served::start_logging(args, "warn", Stdio::inherit())
     }
 
     /// Starts a server whose log (filtered by `rust_log`) goes to `log`.
-    fn start_logging(args: &[&str], rust_log: &str, log: Stdio) -> Served {
+    pub(crate) fn start_logging(args: &[&str], rust_log: &str, log: Stdio) -> Served {
         Served::spawn(Command::new(BIN), args, rust_log, log)
     }
 
@@ -74,11 +74,11 @@ impl Served {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    async fn deploy(&self, path: &str) -> String {
+    pub(crate) async fn deploy(&self, path: &str) -> String {
         self.deploy_bytes(std::fs::read(path).expect("read")).await
     }
 
@@ -112,7 +112,12 @@ impl Served {
             .expect("json")
     }
 
-    async fn call(&self, digest: &str, input: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub(crate) async fn call(
+        &self,
+        digest: &str,
+        input: &Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut request = self
             .client
             .post(self.url(&format!("/v1/components/{digest}/call")))
@@ -126,7 +131,7 @@ impl Served {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn metrics(&self, path: &str) -> String {
+    pub(crate) async fn metrics(&self, path: &str) -> String {
         self.client
             .get(self.url(path))
             .send()
@@ -137,7 +142,7 @@ impl Served {
             .expect("text")
     }
 
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())

@@ -90,6 +90,54 @@ pub(crate) struct ServeFile {
     /// What guests get: the instance pool, nesting depth, permissions.
     #[serde(default)]
     pub guests: GuestsFile,
+    /// Where guests' outgoing HTTP requests may go.
+    #[serde(default)]
+    pub outbound: OutboundFile,
+}
+
+/// `[outbound]`: the allow-list for guests' outgoing HTTP.
+#[derive(Deserialize, Serialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct OutboundFile {
+    /// Patterns such as `https://api.example.com` (`--allow-outbound`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<Pattern>,
+    /// Whether function guests may send requests too
+    /// (`--allow-outbound-from-functions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub functions: Option<bool>,
+}
+
+impl OutboundFile {
+    fn or(self, lower: OutboundFile) -> OutboundFile {
+        OutboundFile {
+            allow: if self.allow.is_empty() {
+                lower.allow
+            } else {
+                self.allow
+            },
+            functions: or(self.functions, lower.functions),
+        }
+    }
+}
+
+/// An outbound pattern.
+#[derive(Debug, Clone)]
+pub(crate) struct Pattern(pub burncache::AllowedOutbound);
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Pattern, D::Error> {
+        let text = String::deserialize(d)?;
+        burncache::AllowedOutbound::parse(text.trim())
+            .map(Pattern)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
 }
 
 /// Per-call ceilings: `[limits]` and `[maxima]`.
@@ -389,6 +437,7 @@ impl ServeFile {
             maxima: self.maxima.or(lower.maxima),
             node: self.node.or(lower.node),
             guests: self.guests.or(lower.guests),
+            outbound: self.outbound.or(lower.outbound),
         }
     }
 
@@ -431,6 +480,10 @@ impl ServeFile {
                 max_depth: Some(Depth(cache.max_depth)),
                 allow_register: Some(cache.allow_guest_register),
             },
+            outbound: OutboundFile {
+                allow: Vec::new(),
+                functions: Some(cache.outbound.functions),
+            },
             ..ServeFile::default()
         }
     }
@@ -451,12 +504,12 @@ mod tests {
         assert!(e.contains("at line 4, column 10"), "{e}");
         let e = parse("max-in-flite = 8\n").expect_err("a bad file");
         assert!(
-            e.starts_with("line 1, column 1:") && e.contains("max-in-flight"),
+            e.contains("at line 1, column 1") && e.contains("max-in-flight"),
             "{e}"
         );
         let e = parse("addr = \"0.0.0.0:8080\"\nmax-connections = 0\n").expect_err("a bad file");
         assert!(
-            e.starts_with("line 2,") && e.contains("out of range"),
+            e.contains("at line 2,") && e.contains("out of range"),
             "{e}"
         );
         let e = parse("[guests]\nmax-depth = 65\n").expect_err("a bad file");

@@ -12,7 +12,8 @@ use burncache::{Ceilings, Limits};
 use clap::Args;
 
 use super::config::{
-    Count, Depth, DigestText, Dur, GuestsFile, LimitsFile, NodeFile, Positive, ServeFile, Size,
+    Count, Depth, DigestText, Dur, GuestsFile, LimitsFile, NodeFile, OutboundFile, Pattern,
+    Positive, ServeFile, Size,
 };
 use super::{LimitArgs, NodeArgs};
 
@@ -111,6 +112,14 @@ pub struct ServeCommand {
     /// guests run what the operator deployed, nothing more)
     #[arg(long)]
     allow_guest_register: bool,
+    /// Let guests send HTTP requests to what this pattern matches (repeatable):
+    /// `https://api.example.com`, `http://127.0.0.1:8080`, `https://*.example.com`,
+    /// `*://*:*`. Without any, every outgoing request is denied
+    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern)]
+    allow_outbound: Vec<burncache::AllowedOutbound>,
+    /// Let function guests (not only HTTP guests) send what --allow-outbound allows
+    #[arg(long)]
+    allow_outbound_from_functions: bool,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -149,6 +158,10 @@ fn non_empty(text: &str) -> Result<String, String> {
         );
     }
     Ok(token.to_string())
+}
+
+fn parse_pattern(text: &str) -> Result<burncache::AllowedOutbound, String> {
+    burncache::AllowedOutbound::parse(text.trim()).map_err(|e| e.to_string())
 }
 
 fn parse_digest(text: &str) -> Result<burncache::Digest, String> {
@@ -240,6 +253,10 @@ impl ServeCommand {
                 max_depth: self.max_depth.map(Depth),
                 allow_register: self.allow_guest_register.then_some(true),
             },
+            outbound: OutboundFile {
+                allow: self.allow_outbound.iter().cloned().map(Pattern).collect(),
+                functions: self.allow_outbound_from_functions.then_some(true),
+            },
         }
     }
 
@@ -292,6 +309,7 @@ impl ServeCommand {
             .max_component_size
             .map_or(server_defaults.max_component_bytes as u64, |s| s.0);
         let guests = &settings.guests;
+        let outbound = &settings.outbound;
         let cache = self.node.cache_with(|config| {
             // A default above a maximum is lowered to it.
             config.defaults = maxima.resolve(&config.defaults, &Limits::default());
@@ -307,6 +325,10 @@ impl ServeCommand {
                 config.max_depth = depth.0;
             }
             config.allow_guest_register = guests.allow_register.unwrap_or(false);
+            config.outbound = burncache::OutboundPolicy {
+                allow: outbound.allow.iter().map(|p| p.0.clone()).collect(),
+                functions: outbound.functions.unwrap_or(false),
+            };
             if max_in_flight > config.max_instances {
                 tracing::warn!(
                     "--max-in-flight {max_in_flight} is above the node's {} instances: \

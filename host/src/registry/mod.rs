@@ -61,6 +61,8 @@ pub(crate) struct Registry {
     /// callers have gone (the next caller wants it), so it is bounded here rather
     /// than by the callers' slots.
     compiling: tokio::sync::Semaphore,
+    /// The client guests' allowed outgoing requests share.
+    pub(crate) outbound: crate::outbound::OutboundClient,
 }
 
 type Fetch = OnceCell<Result<Arc<[u8]>, Error>>;
@@ -170,6 +172,7 @@ impl Registry {
             compiling: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             ),
+            outbound: crate::outbound::OutboundClient::default(),
         })
     }
 

@@ -27,6 +27,8 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn engine(&self) -> &Engine;
     fn config(&self) -> &Config;
     fn counters(&self) -> &Counters;
+    /// The client guests' allowed outgoing requests go through.
+    fn outbound(&self) -> &crate::outbound::OutboundClient;
 
     /// Runs a function within `scope`, a nested call's.
     fn execute(

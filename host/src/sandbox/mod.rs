@@ -174,7 +174,7 @@ impl Drop for TreeSlot {
 }
 
 /// The linker every component is linked with: WASI 0.2 (sealed per call),
-/// `wasi:http` (incoming requests; outgoing ones are refused) and the `burn-cache`
+/// `wasi:http` (incoming requests; outgoing ones as the operator's allow-list says) and the `burn-cache`
 /// interface.
 ///
 /// # Errors

@@ -49,7 +49,7 @@ pub(crate) enum Stdio {
 pub(crate) struct CallState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    http_hooks: SealedHttp,
+    http_hooks: GuestHttp,
     table: ResourceTable,
     pub(crate) memory: MemoryCeiling,
     pub(crate) stdio: Stdio,
@@ -65,6 +65,13 @@ impl CallState {
             .allow_ip_name_lookup(false)
             .max_random_size(RANDOM_LIMIT);
         let stdio = grant(&mut wasi, grants, scope.ceilings.output_bytes);
+        // HTTP guests may send what the allow-list lets through; other guests only
+        // when the operator extends it to them.
+        let may_send =
+            matches!(grants, Grants::Log { .. }) || scope.host.config().outbound.functions;
+        let http_hooks = GuestHttp {
+            outbound: may_send.then(|| scope.clone()),
+        };
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(FIELD_SIZE_LIMIT);
         let mut table = ResourceTable::new();
@@ -72,7 +79,7 @@ impl CallState {
         CallState {
             wasi: wasi.build(),
             http,
-            http_hooks: SealedHttp,
+            http_hooks,
             table,
             memory: MemoryCeiling::new(memory),
             stdio,
@@ -138,12 +145,19 @@ impl WasiHttpView for CallState {
     }
 }
 
-/// Outgoing HTTP from guests is refused: a sealed guest has no network.
-pub(crate) struct SealedHttp;
+/// Outgoing HTTP from guests: refused, unless the operator's allow-list lets it
+/// through for this kind of guest; then sent within the call's deadline.
+pub(crate) struct GuestHttp {
+    /// The call's scope, when its guest may send requests at all.
+    outbound: Option<Scope>,
+}
 
 type Sent = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+type Answered = Box<
+    dyn Future<Output = Result<(http::Response<WasiBody>, Sent), wasmtime_wasi_http::Error>> + Send,
+>;
 
-impl WasiHttpHooks for SealedHttp {
+impl WasiHttpHooks for GuestHttp {
     // An outgoing body's buffer is host memory a guest fills without holding it
     // itself: kept small (see `ceilings`).
     fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
@@ -156,16 +170,102 @@ impl WasiHttpHooks for SealedHttp {
 
     fn send_request(
         &mut self,
-        _request: http::Request<WasiBody>,
+        request: http::Request<WasiBody>,
         _options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Sent,
-    ) -> Box<
-        dyn Future<Output = Result<(http::Response<WasiBody>, Sent), wasmtime_wasi_http::Error>>
-            + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    ) -> Answered {
+        use crate::stats::Counters;
+        let denied = || -> Answered {
+            Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        };
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let host = uri.host().unwrap_or_default().to_string();
+        let Some(port) = uri
+            .port_u16()
+            .or_else(|| crate::outbound::default_port(&scheme))
+        else {
+            return denied();
+        };
+        let Some(scope) = &self.outbound else {
+            tracing::warn!(
+                target: "burncache::outbound",
+                "a guest's request to {scheme}://{host}:{port} was denied: this kind of \
+                 guest may not send requests (HTTP guests may, to what --allow-outbound \
+                 lists; --allow-outbound-from-functions extends that to the others)"
+            );
+            return denied();
+        };
+        let counters = scope.host.counters();
+        if !scope.host.config().outbound.allows(&scheme, &host, port) {
+            Counters::bump(&counters.outbound_denied);
+            tracing::warn!(
+                target: "burncache::outbound",
+                "a guest's request to {scheme}://{host}:{port} was denied; to allow it, \
+                 add --allow-outbound {scheme}://{host}:{port}"
+            );
+            return denied();
+        }
+        let mut request = request;
+        propagate_trace(request.headers_mut());
+        let host = scope.host.clone();
+        // The call's deadline ends the request with the call (and its Store, which
+        // owns this future); this bound, just past it, is a backstop that lets the
+        // call's own deadline be what the caller sees.
+        let deadline =
+            tokio::time::Instant::from_std(scope.deadline) + std::time::Duration::from_millis(100);
+        Box::new(async move {
+            let counters = host.counters();
+            let sent = tokio::time::timeout_at(deadline, host.outbound().get().request(request));
+            match sent.await {
+                Ok(Ok(response)) => {
+                    Counters::bump(&counters.outbound_sent);
+                    let response = response.map(crate::outbound::to_guest_body);
+                    Ok((response, Box::new(async { Ok(()) }) as Sent))
+                }
+                Ok(Err(e)) => {
+                    Counters::bump(&counters.outbound_failed);
+                    tracing::debug!(target: "burncache::outbound", "a guest's request failed: {e:#}");
+                    Err(crate::outbound::classify(&e))
+                }
+                Err(_) => {
+                    Counters::bump(&counters.outbound_failed);
+                    Err(wasmtime_wasi_http::Error::ConnectionTimeout)
+                }
+            }
+        })
     }
 }
+
+/// Puts the current span's trace on an outgoing request (W3C `traceparent`), so
+/// the upstream's spans join the call's trace.
+#[cfg(feature = "otlp")]
+fn propagate_trace(headers: &mut http::HeaderMap) {
+    use opentelemetry::propagation::Injector;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    struct Headers<'a>(&'a mut http::HeaderMap);
+
+    impl Injector for Headers<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(key.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(name, value);
+            }
+        }
+    }
+
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut Headers(headers));
+    });
+}
+
+/// Without the `otlp` feature there is no trace to pass on.
+#[cfg(not(feature = "otlp"))]
+fn propagate_trace(_: &mut http::HeaderMap) {}
 
 /// The `wasi:http/types` version the host links (guests asking for any 0.2.x get it).
 const HTTP_TYPES: &str = "wasi:http/types@0.2.12";

@@ -171,7 +171,7 @@ struct CacheCollector(BurnCache);
 impl Collector for CacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.0.stats();
-        let counters: [(&str, &str, u64); 19] = [
+        let counters: [(&str, &str, u64); 22] = [
             (
                 "cache_hits",
                 "Look-ups that found a finished compile",
@@ -222,6 +222,21 @@ impl Collector for CacheCollector {
                 "evictions",
                 "Components dropped from memory to keep within the held bounds",
                 stats.evictions,
+            ),
+            (
+                "outbound_sent",
+                "Outgoing HTTP requests from guests that were sent",
+                stats.outbound_sent,
+            ),
+            (
+                "outbound_denied",
+                "Outgoing HTTP requests from guests the allow-list refused",
+                stats.outbound_denied,
+            ),
+            (
+                "outbound_failed",
+                "Allowed outgoing HTTP requests that failed",
+                stats.outbound_failed,
             ),
             (
                 "negative_hits",
