@@ -236,7 +236,8 @@ impl BurnCache {
     /// Serves one request with the HTTP guest `digest` (a component exporting
     /// `wasi:http/incoming-handler`): a fresh instance, the ceilings of `limits`,
     /// a sealed WASI context whose stdout and stderr go to the log under
-    /// `request_id` (at most 32 KiB of them per request), and outgoing requests only to what [`Config::outbound`] allows.
+    /// `request_id` (at most 32 KiB of them per request), and outgoing requests
+    /// only to what [`Config::outbound`] allows.
     ///
     /// Returns the response as soon as the guest sets it, and a handle that resolves
     /// when the guest has finished (its body written), with the fuel it burned.

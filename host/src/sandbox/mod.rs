@@ -174,8 +174,8 @@ impl Drop for TreeSlot {
 }
 
 /// The linker every component is linked with: WASI 0.2 (sealed per call),
-/// `wasi:http` (incoming requests; outgoing ones as the operator's allow-list says) and the `burn-cache`
-/// interface.
+/// `wasi:http` (incoming requests; outgoing ones as the operator's allow-list says)
+/// and the `burn-cache` interface.
 ///
 /// # Errors
 ///
