@@ -261,14 +261,20 @@ impl BurnCache {
         calls::handle_http(&self.registry, digest, request, limits, request_id).await
     }
 
-    /// Runs a `wasi:cli` command component once, with its stdout and stderr passed
-    /// through to the host's, and returns its exit code.
+    /// Runs a program once, with its stdout and stderr passed through to the host's
+    /// (within the output ceiling), and returns its exit code: a `wasi:cli` command
+    /// component, or a JavaScript script (UTF-8 source) run as a program on the
+    /// node's JavaScript runtime, which sees `options.args` in `process.argv` and
+    /// `options.env` in `process.env`, and exits with `process.exit(code)`
+    /// (1 after an uncaught exception, reported on stderr).
     ///
-    /// The component is compiled for this run only and is not added to the cache.
+    /// Nothing of the program is kept: a component is compiled for this run only, a
+    /// script is neither checked nor registered.
     ///
     /// # Errors
     ///
-    /// `InvalidInput` for bytes that are not a command component, `CompileFailed`,
+    /// `InvalidInput` for bytes that are neither a command component nor a script,
+    /// `CompileFailed`,
     /// and the classified failures of a call (`FuelExhausted`, `Timeout`,
     /// `MemoryLimit`, `OutputTooLarge`, `Trap`).
     pub async fn run_command(&self, bytes: Vec<u8>, options: RunOptions) -> Outcome<i32> {

@@ -11,12 +11,17 @@
 //! becomes a value and bytes a `Uint8Array`; the function's return value (awaited,
 //! if it is a promise) goes back as bytes when it is a `Uint8Array` or `ArrayBuffer`,
 //! and as JSON otherwise.
+//!
+//! A script may also export `batch`, a function over a whole batch: it gets the array
+//! of inputs at once and returns an array of as many outputs. A script may instead be
+//! run as a program (`run-program`): its top level is what runs, with `process.argv`,
+//! `process.env` and `process.exit`, and `console.log` writing to stdout.
 
 use rquickjs::context::EvalOptions;
 use rquickjs::function::Opt;
 use rquickjs::{
-    ArrayBuffer, CatchResultExt, CaughtError, Context, Ctx, Exception, Function, Module, Object,
-    Runtime, TypedArray, Value,
+    Array, ArrayBuffer, CatchResultExt, CaughtError, Context, Ctx, Exception, Function, Module,
+    Object, Runtime, TypedArray, Value,
 };
 
 wit_bindgen::generate!({
@@ -26,6 +31,7 @@ wit_bindgen::generate!({
 });
 
 use std::cell::{Cell, RefCell};
+use std::io::Write as _;
 
 use burncache::host::burn_cache;
 use burncache::host::types::{Error, Limits, Payload};
@@ -48,20 +54,64 @@ impl ScriptGuest for ScriptRuntime {
     }
 
     fn call(source: String, input: Payload) -> Result<Payload, Error> {
-        with_context(|ctx| {
-            let function = load(ctx, &source)?;
-            invoke(ctx, &function, input)
+        with_context(|ctx| match load(ctx, &source)? {
+            Exports {
+                function: Some(function),
+                ..
+            } => invoke(ctx, &function, input),
+            // A script with only `batch`: a call is a batch of one.
+            Exports {
+                batch: Some(batch), ..
+            } => invoke_batch(ctx, &batch, vec![input])
+                .pop()
+                .unwrap_or_else(|| Err(Error::Guest("the batch returned no row".to_string()))),
+            Exports { .. } => Err(no_function()),
         })
     }
 
     fn call_batch(source: String, inputs: Vec<Payload>) -> Vec<Result<Payload, Error>> {
         with_context(|ctx| match load(ctx, &source) {
-            Ok(function) => inputs
+            Ok(Exports {
+                batch: Some(batch), ..
+            }) => invoke_batch(ctx, &batch, inputs),
+            Ok(Exports {
+                function: Some(function),
+                ..
+            }) => inputs
                 .into_iter()
                 .map(|input| invoke(ctx, &function, input))
                 .collect(),
+            Ok(Exports { .. }) => inputs.iter().map(|_| Err(no_function())).collect(),
             Err(e) => inputs.iter().map(|_| Err(e.clone())).collect(),
         })
+    }
+
+    fn run_program(source: String) -> i32 {
+        PROGRAM.set(true);
+        let engine = ENGINE.take().unwrap_or_else(Engine::start);
+        // `process.exit` sets the status; the engine then stops the program with an
+        // exception no `catch` can take.
+        engine
+            .runtime
+            .set_interrupt_handler(Some(Box::new(|| EXIT.get().is_some())));
+        engine
+            .runtime
+            .set_host_promise_rejection_tracker(Some(Box::new(
+                |ctx, _promise, reason, handled| {
+                    UNHANDLED.with_borrow_mut(|unhandled| {
+                        if handled {
+                            *unhandled = None;
+                        } else if unhandled.is_none() {
+                            *unhandled = Some(display(&ctx, &reason));
+                        }
+                    });
+                },
+            )));
+        let status = engine.context.with(|ctx| program(&ctx, &source));
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        ENGINE.set(Some(engine));
+        status
     }
 }
 
@@ -71,7 +121,7 @@ export!(ScriptRuntime);
 struct Engine {
     // Field order matters: the context is dropped before its runtime.
     context: Context,
-    _runtime: Runtime,
+    runtime: Runtime,
 }
 
 impl Engine {
@@ -83,10 +133,7 @@ impl Engine {
         context
             .with(|ctx| install_globals(&ctx))
             .expect("QuickJS defines the host globals");
-        Engine {
-            context,
-            _runtime: runtime,
-        }
+        Engine { context, runtime }
     }
 }
 
@@ -98,6 +145,15 @@ thread_local! {
     /// `Math.random`'s state, seeded from the host on first use in each instance
     /// (a seed in the snapshot would repeat in every call).
     static RANDOM: Cell<u64> = const { Cell::new(0) };
+
+    /// Whether this instance runs a program (`run-program`) rather than a function.
+    static PROGRAM: Cell<bool> = const { Cell::new(false) };
+
+    /// The status `process.exit` asked for.
+    static EXIT: Cell<Option<i32>> = const { Cell::new(None) };
+
+    /// A promise rejection nothing has handled (yet), as it reads.
+    static UNHANDLED: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// Runs `work` in the instance's QuickJS context.
@@ -128,9 +184,13 @@ fn install_globals<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
     burncache.set("execute", Function::new(ctx.clone(), execute)?)?;
     globals.set("burncache", burncache)?;
     let console = Object::new(ctx.clone())?;
-    let log = Function::new(ctx.clone(), log)?;
-    for name in ["log", "info", "warn", "error", "debug"] {
-        console.set(name, log.clone())?;
+    let out = Function::new(ctx.clone(), console_out)?;
+    for name in ["log", "info", "debug"] {
+        console.set(name, out.clone())?;
+    }
+    let err = Function::new(ctx.clone(), console_err)?;
+    for name in ["warn", "error"] {
+        console.set(name, err.clone())?;
     }
     globals.set("console", console)?;
     let math: Object = globals.get("Math")?;
@@ -138,11 +198,138 @@ fn install_globals<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
     Ok(())
 }
 
-/// `console.log` and friends: one line to stderr, which the host keeps the start of
-/// to explain a failed call.
-fn log<'js>(ctx: Ctx<'js>, args: rquickjs::function::Rest<Value<'js>>) {
-    let line: Vec<String> = args.0.iter().map(|v| display(&ctx, v)).collect();
-    eprintln!("{}", line.join(" "));
+/// `console.log`, `info` and `debug`: one line to stdout in a program; in a function,
+/// to stderr, which the host keeps the start of to explain a failed call.
+fn console_out<'js>(ctx: Ctx<'js>, args: rquickjs::function::Rest<Value<'js>>) {
+    let line = joined(&ctx, &args.0);
+    if PROGRAM.get() {
+        println!("{line}");
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// `console.warn` and `error`: one line to stderr.
+fn console_err<'js>(ctx: Ctx<'js>, args: rquickjs::function::Rest<Value<'js>>) {
+    eprintln!("{}", joined(&ctx, &args.0));
+}
+
+fn joined<'js>(ctx: &Ctx<'js>, values: &[Value<'js>]) -> String {
+    let words: Vec<String> = values.iter().map(|v| display(ctx, v)).collect();
+    words.join(" ")
+}
+
+/// A program: its top level (a classic script, or an ES module), then the jobs its
+/// promises queued, to the end. Returns its exit status.
+fn program<'js>(ctx: &Ctx<'js>, source: &str) -> i32 {
+    if let Err(e) = install_process(ctx) {
+        eprintln!("burncache: cannot set up `process`: {e}");
+        return 70;
+    }
+    let ran = if looks_like_module(source) {
+        Module::declare(ctx.clone(), SCRIPT_NAME, source)
+            .and_then(|declared| declared.eval())
+            .catch(ctx)
+            .and_then(|(_, promise)| promise.finish::<()>().catch(ctx))
+    } else {
+        let mut options = EvalOptions::default();
+        options.global = true;
+        options.filename = Some(SCRIPT_NAME.to_string());
+        ctx.eval_with_options::<(), _>(source, options).catch(ctx)
+    };
+    if let Some(status) = EXIT.get() {
+        return status;
+    }
+    if let Err(e) = ran {
+        eprintln!("Uncaught {}", thrown(ctx, e));
+        return 1;
+    }
+    while ctx.execute_pending_job() {
+        if EXIT.get().is_some() {
+            break;
+        }
+    }
+    if let Some(status) = EXIT.get() {
+        return status;
+    }
+    if let Some(reason) = UNHANDLED.take() {
+        eprintln!("Uncaught (in promise) {reason}");
+        return 1;
+    }
+    exit_code(ctx).unwrap_or(0)
+}
+
+/// `process.exitCode`, when the program set it to a number.
+fn exit_code(ctx: &Ctx<'_>) -> Option<i32> {
+    let process: Object = ctx.globals().get("process").ok()?;
+    process.get::<_, Option<i32>>("exitCode").ok().flatten()
+}
+
+/// The `process` a program sees: `argv` (`burncache`, then the host's arguments:
+/// the script's name and what follows `--`), `env` (only what the host granted),
+/// `exit`, `exitCode`, and `stdout`/`stderr` with `write`.
+fn install_process<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
+    let process = Object::new(ctx.clone())?;
+    let argv = Array::new(ctx.clone())?;
+    argv.set(0, "burncache")?;
+    for (i, arg) in std::env::args().enumerate() {
+        argv.set(i + 1, arg)?;
+    }
+    process.set("argv", argv)?;
+    let env = Object::new(ctx.clone())?;
+    for (name, value) in std::env::vars() {
+        env.set(name, value)?;
+    }
+    process.set("env", env)?;
+    process.set("exit", Function::new(ctx.clone(), exit)?)?;
+    let stdout = Object::new(ctx.clone())?;
+    stdout.set("write", Function::new(ctx.clone(), write_stdout)?)?;
+    process.set("stdout", stdout)?;
+    let stderr = Object::new(ctx.clone())?;
+    stderr.set("write", Function::new(ctx.clone(), write_stderr)?)?;
+    process.set("stderr", stderr)?;
+    ctx.globals().set("process", process)
+}
+
+/// `process.exit(code)`: ends the program with `code` (else `process.exitCode`,
+/// else 0), whatever `catch` blocks lie between: it throws an error QuickJS marks
+/// uncatchable.
+fn exit<'js>(ctx: Ctx<'js>, code: Opt<i32>) -> rquickjs::Result<()> {
+    let status = code.0.or_else(|| exit_code(&ctx)).unwrap_or(0);
+    EXIT.set(Some(status));
+    let exception = Exception::from_message(ctx.clone(), "process.exit")?;
+    // SAFETY: both pointers come from live rquickjs handles of this context; the call
+    // only sets a flag on the error object, whose reference stays with `exception`.
+    unsafe {
+        rquickjs::qjs::JS_SetUncatchableError(ctx.as_raw().as_ptr(), exception.as_raw());
+    }
+    Err(ctx.throw(exception.into_value()))
+}
+
+fn write_stdout<'js>(ctx: Ctx<'js>, value: Value<'js>) -> bool {
+    print!("{}", display(&ctx, &value));
+    true
+}
+
+fn write_stderr<'js>(ctx: Ctx<'js>, value: Value<'js>) -> bool {
+    eprint!("{}", display(&ctx, &value));
+    true
+}
+
+/// An uncaught exception as a program's stderr shows it.
+fn thrown<'js>(ctx: &Ctx<'js>, e: CaughtError<'js>) -> String {
+    match e {
+        CaughtError::Exception(exception) => {
+            let name: String = exception
+                .get("name")
+                .unwrap_or_else(|_| "Error".to_string());
+            let message = exception.message().unwrap_or_default();
+            let stack = exception.stack().unwrap_or_default();
+            format!("{name}: {message}\n{}", stack.trim_end())
+        }
+        CaughtError::Value(value) => display(ctx, &value),
+        CaughtError::Error(e) => e.to_string(),
+    }
 }
 
 /// `burncache.execute(digest, value, limits?)`: calls the function component or
@@ -205,13 +392,27 @@ fn describe(e: &Error) -> (&'static str, Option<String>) {
     }
 }
 
+/// What a script exports: its function, its whole-batch function, or both.
+struct Exports<'js> {
+    function: Option<Function<'js>>,
+    batch: Option<Function<'js>>,
+}
+
+fn no_function() -> Error {
+    Error::CompileFailed(
+        "the script must export one function (`module.exports = (input) => ...` or \
+         `export default function (input) { ... }`), or `batch`"
+            .to_string(),
+    )
+}
+
 /// Evaluates the script and finds its function.
 ///
 /// A script is tried as a classic script (where `module.exports` lives) and as an ES
 /// module (where `export default` lives); the text says which to try first. When
 /// neither parses, the syntax error reported is the one that got further into the
 /// text, which is the one from the form the author meant.
-fn load<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Function<'js>, Error> {
+fn load<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Exports<'js>, Error> {
     let module_first = looks_like_module(source);
     let first = if module_first {
         load_module(ctx, source)
@@ -263,7 +464,7 @@ struct SyntaxError {
     position: (u32, u32),
 }
 
-fn load_script<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Function<'js>, Load> {
+fn load_script<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Exports<'js>, Load> {
     let globals = ctx.globals();
     let setup = (|| -> rquickjs::Result<Object<'js>> {
         let module = Object::new(ctx.clone())?;
@@ -283,10 +484,33 @@ fn load_script<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Function<'js>, Load>
     let exported: Value = module
         .get("exports")
         .map_err(|e| Load::Failed(internal(e)))?;
-    exported_function(exported, "module.exports").map_err(Load::Failed)
+    // `module.exports.batch` / `exports.batch`, beside the function or on its own.
+    let batch = exported
+        .as_object()
+        .and_then(|o| o.get::<_, Function>("batch").ok());
+    let function = exported_function(exported, "module.exports");
+    exports(function, batch).map_err(Load::Failed)
 }
 
-fn load_module<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Function<'js>, Load> {
+/// The exports found, or the reason there are none.
+fn exports<'js>(
+    function: Result<Function<'js>, Error>,
+    batch: Option<Function<'js>>,
+) -> Result<Exports<'js>, Error> {
+    match (function, batch) {
+        (Ok(function), batch) => Ok(Exports {
+            function: Some(function),
+            batch,
+        }),
+        (Err(_), Some(batch)) => Ok(Exports {
+            function: None,
+            batch: Some(batch),
+        }),
+        (Err(e), None) => Err(e),
+    }
+}
+
+fn load_module<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Exports<'js>, Load> {
     let declared = Module::declare(ctx.clone(), SCRIPT_NAME, source)
         .catch(ctx)
         .map_err(|e| evaluation_error(ctx, e))?;
@@ -301,7 +525,8 @@ fn load_module<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Function<'js>, Load>
     let exported: Value = module
         .get("default")
         .map_err(|e| Load::Failed(internal(e)))?;
-    exported_function(exported, "export default").map_err(Load::Failed)
+    let batch = module.get::<_, Function>("batch").ok();
+    exports(exported_function(exported, "export default"), batch).map_err(Load::Failed)
 }
 
 fn exported_function<'js>(exported: Value<'js>, form: &str) -> Result<Function<'js>, Error> {
@@ -316,7 +541,7 @@ fn exported_function<'js>(exported: Value<'js>, form: &str) -> Result<Function<'
     }
     Err(Error::CompileFailed(format!(
         "the script must export one function (`module.exports = (input) => ...` or \
-         `export default function (input) {{ ... }}`), but {form} is {}",
+         `export default function (input) {{ ... }}`), or `batch`, but {form} is {}",
         exported.type_name()
     )))
 }
@@ -371,6 +596,80 @@ fn invoke<'js>(ctx: &Ctx<'js>, function: &Function<'js>, input: Payload) -> Resu
         None => returned,
     };
     to_payload(ctx, &returned)
+}
+
+/// Calls a whole-batch function once with every input, and checks what comes back:
+/// an array (or a promise of one) of as many rows, each a value. A failure of the
+/// whole (a throw, not an array, a wrong length) fails every row; a row that is an
+/// `Error`, or no value, fails that row, named.
+fn invoke_batch<'js>(
+    ctx: &Ctx<'js>,
+    batch: &Function<'js>,
+    inputs: Vec<Payload>,
+) -> Vec<Result<Payload, Error>> {
+    let n = inputs.len();
+    let all = |e: Error| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+    let rows = (|| -> rquickjs::Result<Array<'js>> {
+        let rows = Array::new(ctx.clone())?;
+        for (i, input) in inputs.into_iter().enumerate() {
+            rows.set(i, from_payload(ctx, input)?)?;
+        }
+        Ok(rows)
+    })();
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => return all(internal(e)),
+    };
+    let returned: Value = match batch.call((rows,)).catch(ctx) {
+        Ok(returned) => returned,
+        Err(e) => return all(exception(ctx, e, "the batch function threw")),
+    };
+    let returned = match returned.as_promise() {
+        Some(promise) => match promise.finish::<Value>().catch(ctx) {
+            Ok(value) => value,
+            Err(e) => {
+                return all(exception(
+                    ctx,
+                    e,
+                    "the batch function's promise was rejected",
+                ));
+            }
+        },
+        None => returned,
+    };
+    let Some(outputs) = returned.as_array() else {
+        return all(Error::Guest(format!(
+            "the batch function must return an array of {n} rows; it returned {}",
+            returned.type_name()
+        )));
+    };
+    if outputs.len() != n {
+        return all(Error::Guest(format!(
+            "the batch function returned {} rows for {n} inputs",
+            outputs.len()
+        )));
+    }
+    (0..n)
+        .map(|i| {
+            let row: Value = outputs.get(i).map_err(internal)?;
+            if let Some(error) = row.as_exception() {
+                return Err(Error::Guest(format!(
+                    "row {i}: {}",
+                    error.message().unwrap_or_default()
+                )));
+            }
+            if row.is_undefined() || row.is_function() || row.is_symbol() {
+                return Err(Error::Guest(format!(
+                    "row {i} of the batch's result is {}, not a value",
+                    row.type_name()
+                )));
+            }
+            to_payload(ctx, &row).map_err(|e| match e {
+                Error::Guest(m) => Error::Guest(format!("row {i}: {m}")),
+                other => other,
+            })
+        })
+        .collect()
 }
 
 fn from_payload<'js>(ctx: &Ctx<'js>, payload: Payload) -> rquickjs::Result<Value<'js>> {

@@ -1,5 +1,6 @@
-//! Running a `wasi:cli` command component once, uncached, in the sandbox under the
-//! same ceilings as a call, with its arguments, granted environment and stdio.
+//! Running a program once, uncached, in the sandbox under the same ceilings as a
+//! call, with its arguments, granted environment and stdio: a `wasi:cli` command
+//! component, or a JavaScript script run as a program on the shared runtime.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,7 +8,7 @@ use std::time::Instant;
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
-use crate::registry::Registry;
+use crate::registry::{Registry, Script, ScriptInstance};
 use crate::sandbox::{CallState, Grants, Host, Outcome, Sandbox, Scope};
 use crate::source::SourceKind;
 use crate::{Error, Limits};
@@ -25,13 +26,17 @@ pub struct RunOptions {
     pub limits: Limits,
 }
 
-/// Runs a command component once and returns its exit code.
+/// Runs a command component (or a script, as a program) once and returns its exit
+/// code.
 pub(crate) async fn run_command(
     registry: &Arc<Registry>,
     bytes: Vec<u8>,
     options: RunOptions,
 ) -> Outcome<i32> {
     let started = Instant::now();
+    if SourceKind::of(&bytes) == SourceKind::Script {
+        return run_script(registry, bytes, options, started).await;
+    }
     let pre = match command_pre(registry, bytes).await {
         Ok(pre) => pre,
         Err(e) => return Outcome::refused(&registry.counters, e, started),
@@ -64,17 +69,52 @@ pub(crate) async fn run_command(
         .await
 }
 
+/// Runs a script as a program on the node's JavaScript runtime (the one thing kept:
+/// it is every script's), in a fresh sandbox; the script itself is neither checked
+/// nor registered, so nothing of it is kept, a failure included.
+async fn run_script(
+    registry: &Arc<Registry>,
+    bytes: Vec<u8>,
+    options: RunOptions,
+    started: Instant,
+) -> Outcome<i32> {
+    let source = match String::from_utf8(bytes) {
+        Ok(source) => Arc::<str>::from(source),
+        Err(e) => {
+            let e = Error::InvalidInput(format!("a script is UTF-8 text: {e}"));
+            return Outcome::refused(&registry.counters, e, started);
+        }
+    };
+    let runtime = match registry.js_runtime().await {
+        Ok(runtime) => runtime,
+        Err(e) => return Outcome::refused(&registry.counters, e, started),
+    };
+    let script = Script { source, runtime };
+    let host: Arc<dyn Host> = registry.clone();
+    let grants = Grants::Command {
+        program: &options.program,
+        args: &options.args,
+        env: &options.env,
+    };
+    let sandbox = match Sandbox::new(Scope::top(host, &options.limits), grants) {
+        Ok(sandbox) => sandbox,
+        Err(e) => return Outcome::refused(&registry.counters, e, started),
+    };
+    sandbox
+        .run(async |sandbox| {
+            let instance = ScriptInstance::instantiate(sandbox, &script).await?;
+            instance
+                .run_program(sandbox)
+                .await
+                .map_err(|e| sandbox.classify(e))
+        })
+        .await
+}
+
 async fn command_pre(
     registry: &Arc<Registry>,
     bytes: Vec<u8>,
 ) -> Result<CommandPre<CallState>, Error> {
-    if SourceKind::of(&bytes) == SourceKind::Script {
-        return Err(Error::InvalidInput(
-            "this is a JavaScript script, not a wasi:cli command: call it with \
-             `burncache call`"
-                .to_string(),
-        ));
-    }
     let component = registry.compile_once_off(bytes).await?;
     let pre = registry
         .linker

@@ -89,6 +89,14 @@ impl ScriptInstance {
         Ok(returned.map_err(|e| from_runtime(sandbox, e)))
     }
 
+    /// Runs the script as a program; returns its exit status.
+    pub(crate) async fn run_program(&self, sandbox: &mut Sandbox) -> wasmtime::Result<i32> {
+        self.runtime
+            .burncache_host_script_runtime()
+            .call_run_program(&mut sandbox.store, &self.source)
+            .await
+    }
+
     pub(crate) async fn call_batch(
         &self,
         sandbox: &mut Sandbox,
