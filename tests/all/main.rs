@@ -12,6 +12,7 @@ mod otlp;
 mod outbound;
 mod packaging;
 mod payloads;
+mod programs;
 mod s3;
 mod sandbox;
 mod scripts;

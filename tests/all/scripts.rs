@@ -379,6 +379,118 @@ async fn a_rust_component_calls_a_script() {
     assert_eq!(value(&out)["counts"]["words"], json!(3));
 }
 
+/// A script that exports `batch` gets the rows at once, so it can work across them;
+/// its function (if it has one) still serves calls, and one with only `batch` serves
+/// a call as a batch of one.
+#[tokio::test]
+async fn a_whole_batch_script_gets_every_row_at_once() {
+    let cache = js_cache();
+    let source = "module.exports = (d) => ({ single: d.n });\n\
+                  module.exports.batch = (rows) => [...rows].sort((a, b) => a.n - b.n);\n";
+    let digest = cache.register(source.as_bytes()).await.expect("register");
+    let rows = [3, 1, 2].map(|n| json(json!({ "n": n }))).to_vec();
+    let out = cache
+        .execute_batch(&digest, rows, &Limits::default())
+        .await
+        .expect("batch");
+    let sorted: Vec<_> = out
+        .iter()
+        .map(|row| value(row.as_ref().expect("a row")))
+        .collect();
+    assert_eq!(sorted, [json!({"n": 1}), json!({"n": 2}), json!({"n": 3})]);
+    let one = cache
+        .execute(&digest, json(json!({ "n": 7 })), &Limits::default())
+        .await
+        .expect("call");
+    assert_eq!(
+        value(&one),
+        json!({ "single": 7 }),
+        "a call runs the function"
+    );
+
+    // An ES module exporting only `batch`; and dedupe across rows.
+    let source = "export async function batch(rows) {\n\
+                    const seen = new Set();\n\
+                    return rows.map((r) => { const dup = seen.has(r.k); seen.add(r.k); return { dup }; });\n\
+                  }\n";
+    let digest = cache.register(source.as_bytes()).await.expect("register");
+    let rows = ["a", "b", "a"].map(|k| json(json!({ "k": k }))).to_vec();
+    let out = cache
+        .execute_batch(&digest, rows, &Limits::default())
+        .await
+        .expect("batch");
+    let dups: Vec<_> = out
+        .iter()
+        .map(|row| value(row.as_ref().expect("a row")))
+        .collect();
+    assert_eq!(
+        dups,
+        [
+            json!({"dup": false}),
+            json!({"dup": false}),
+            json!({"dup": true})
+        ]
+    );
+    let one = cache
+        .execute(&digest, json(json!({ "k": "z" })), &Limits::default())
+        .await
+        .expect("a call is a batch of one");
+    assert_eq!(value(&one), json!({ "dup": false }));
+}
+
+/// What a whole-batch script returns is checked: an array of as many rows, each a
+/// value; a wrong whole fails every row, a wrong row only itself, named.
+#[tokio::test]
+async fn a_whole_batch_result_of_the_wrong_shape_is_refused() {
+    let cache = js_cache();
+    let rows = || (0..3).map(|n| json(json!({ "n": n }))).collect::<Vec<_>>();
+    for (source, says) in [
+        (
+            "module.exports.batch = (rows) => rows.slice(1);\n",
+            "returned 2 rows for 3 inputs",
+        ),
+        (
+            "module.exports.batch = (rows) => ({ rows });\n",
+            "must return an array of 3 rows",
+        ),
+        (
+            "module.exports.batch = () => { throw new Error('whole'); };\n",
+            "whole",
+        ),
+    ] {
+        let digest = cache.register(source.as_bytes()).await.expect("register");
+        let out = cache
+            .execute_batch(&digest, rows(), &Limits::default())
+            .await
+            .expect("the batch runs");
+        assert_eq!(out.len(), 3);
+        for row in &out {
+            assert!(
+                matches!(row, Err(Error::Guest(m)) if m.contains(says)),
+                "{source}: {row:?}"
+            );
+        }
+    }
+    let source = "module.exports.batch = (rows) => rows.map((r) =>\n\
+                    r.n === 1 ? new Error('not this one') : r.n === 2 ? undefined : r.n);\n";
+    let digest = cache.register(source.as_bytes()).await.expect("register");
+    let out = cache
+        .execute_batch(&digest, rows(), &Limits::default())
+        .await
+        .expect("the batch runs");
+    assert_eq!(out[0], Ok(Payload::Json("0".into())));
+    assert!(
+        matches!(&out[1], Err(Error::Guest(m)) if m.contains("row 1: not this one")),
+        "{:?}",
+        out[1]
+    );
+    assert!(
+        matches!(&out[2], Err(Error::Guest(m)) if m.contains("row 2") && m.contains("undefined")),
+        "{:?}",
+        out[2]
+    );
+}
+
 #[tokio::test]
 async fn a_batch_runs_every_row_and_pins_failures_on_theirs() {
     let cache = js_cache();
