@@ -13,6 +13,12 @@ use std::process::Command;
 fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let embedded = out_dir.join("js-runtime.wasm");
+    // docs.rs builds documentation only, without clang or the network: no runtime.
+    println!("cargo:rerun-if-env-changed=DOCS_RS");
+    if std::env::var_os("DOCS_RS").is_some() {
+        std::fs::write(&embedded, b"").expect("write the placeholder runtime");
+        return;
+    }
     println!("cargo:rerun-if-env-changed=BURNCACHE_JS_RUNTIME");
     if let Some(prebuilt) = std::env::var_os("BURNCACHE_JS_RUNTIME") {
         let prebuilt = PathBuf::from(prebuilt);
@@ -69,7 +75,14 @@ fn main() {
             &staged_manifest,
         )
         .expect("stage the runtime's manifest");
-        (staged_manifest, out_dir.join("js-runtime-target"), false)
+        // The versions the workspace builds and tests the runtime with (a test keeps
+        // this lockfile a subset of the workspace's), so the build is locked too.
+        std::fs::copy(
+            manifest_dir.join("js-runtime").join("Cargo.lock.in"),
+            staged_manifest.with_file_name("Cargo.lock"),
+        )
+        .expect("stage the runtime's lockfile");
+        (staged_manifest, out_dir.join("js-runtime-target"), true)
     };
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -114,7 +114,10 @@ mod otlp {
         if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
             resource = resource.with_service_name("burncache");
         }
+        // Every request is recorded: a client's `traceparent` places the spans in
+        // its trace, but its sampling flag does not switch the node's spans off.
         let provider = SdkTracerProvider::builder()
+            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
             .with_batch_exporter(exporter)
             .with_resource(resource.build())
             .build();

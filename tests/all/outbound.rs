@@ -82,15 +82,33 @@ async fn outgoing_requests_are_denied_unless_a_pattern_allows_them() {
     assert_eq!(count("burncache_outbound_sent_total"), 6.0);
     assert_eq!(count("burncache_outbound_denied_total"), 1.0);
 
-    // Wildcards: any port on the host, then anything.
-    for pattern in ["http://127.0.0.1:*", "*://*:*"] {
+    // Wildcards: any port on a host named, any scheme; a host named exactly.
+    let localhost = format!("http://localhost:{}", other.port);
+    for pattern in ["http://127.0.0.1:*", "*://127.0.0.1:*", localhost.as_str()] {
         let served = Served::start(&["--allow-outbound", pattern]);
         let caller = served.deploy(guests::HTTP_CALLER).await;
         let before = other.requests();
-        let (status, body) = fetch(&served, &caller, &other.url()).await;
+        let url = if pattern.contains("localhost") {
+            format!("http://localhost:{}/", other.port)
+        } else {
+            other.url()
+        };
+        let (status, body) = fetch(&served, &caller, &url).await;
         assert_eq!((status, body.as_str()), (200, "upstream ok"), "{pattern}");
         assert_eq!(other.requests(), before + 1);
     }
+
+    // A host-wide wildcard reaches hosts, not the node's own loopback (nor a cloud's
+    // metadata service): those must be named.
+    let served = Served::start(&["--allow-outbound", "*://*:*"]);
+    let caller = served.deploy(guests::HTTP_CALLER).await;
+    let before = other.requests();
+    for url in [other.url(), format!("http://localhost:{}/", other.port)] {
+        let (status, body) = fetch(&served, &caller, &url).await;
+        assert_eq!(status, 502, "{url}: {body}");
+        assert!(body.contains("DestinationIpProhibited"), "{url}: {body}");
+    }
+    assert_eq!(other.requests(), before, "never reached");
 }
 
 /// Function guests may send requests only when the operator extends the allow-list
@@ -149,6 +167,22 @@ async fn function_guests_send_only_when_allowed_and_within_their_deadline() {
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["error"]["kind"], Value::from("timeout"), "{body}");
     assert_eq!(silent.requests(), 1);
+
+    // One call holds at most 16 requests open at once; the next is refused.
+    let (status, body) = served
+        .call(
+            &adversary,
+            &json!({"op": "fetch-many", "authority": hanging, "n": 17}),
+            &[("burncache-timeout-ms", "2000")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["last"]
+            .as_str()
+            .is_some_and(|last| last.contains("ConnectionLimitReached")),
+        "{body}"
+    );
 }
 
 /// Patterns are checked as the server starts: a bad one is a usage error naming it.

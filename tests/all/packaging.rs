@@ -91,3 +91,37 @@ fn the_published_runtime_manifest_matches_the_workspaces() {
     );
     assert_eq!(standalone["lib"], member["lib"]);
 }
+
+/// The versions a published crate builds its runtime with.
+fn locked(path: &Path) -> std::collections::BTreeSet<(String, String)> {
+    let lock = manifest(path);
+    lock["package"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|package| package.get("source").is_some())
+        .map(|package| {
+            (
+                package["name"].as_str().expect("a name").to_string(),
+                package["version"].as_str().expect("a version").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The published crate builds its runtime locked to versions the workspace builds
+/// and tests it with (regenerate with `scripts/runtime-lock.sh` when they change).
+#[test]
+fn the_published_runtime_lockfile_is_the_workspaces() {
+    let root = root();
+    let workspace = locked(&root.join("Cargo.lock"));
+    let published = locked(&root.join("host/js-runtime/Cargo.lock.in"));
+    let rquickjs = published.iter().any(|(name, _)| name == "rquickjs");
+    assert!(rquickjs, "the runtime's lockfile has rquickjs");
+    let stale: Vec<_> = published.difference(&workspace).collect();
+    assert!(
+        stale.is_empty(),
+        "host/js-runtime/Cargo.lock.in locks versions the workspace does not use: \
+         {stale:?}; regenerate it with scripts/runtime-lock.sh"
+    );
+}

@@ -207,6 +207,11 @@ impl ServeFile {
         let mut file: ServeFile = toml::from_str(&text)
             .map_err(|e| ConfigError(format!("{}: {}", path.display(), located(&e))))?;
         file.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        if let Some(url) = &file.node.store
+            && let Err(e) = burncache::Store::from_url(url)
+        {
+            return Err(ConfigError(format!("{}: [node] store: {e}", path.display())).into());
+        }
         Ok(file)
     }
 

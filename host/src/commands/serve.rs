@@ -110,16 +110,16 @@ pub struct ServeCommand {
     max_depth: Option<u32>,
     /// Let guests register new components and forget them through burn-cache (off:
     /// guests run what the operator deployed, nothing more)
-    #[arg(long)]
-    allow_guest_register: bool,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    allow_guest_register: Option<bool>,
     /// Let guests send HTTP requests to what this pattern matches (repeatable):
     /// `https://api.example.com`, `http://127.0.0.1:8080`, `https://*.example.com`,
     /// `*://*:*`. Without any, every outgoing request is denied
     #[arg(long, value_name = "PATTERN", value_parser = parse_pattern)]
     allow_outbound: Vec<burncache::AllowedOutbound>,
     /// Let function guests (not only HTTP guests) send what --allow-outbound allows
-    #[arg(long)]
-    allow_outbound_from_functions: bool,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    allow_outbound_from_functions: Option<bool>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -210,10 +210,19 @@ impl ServeCommand {
         let limits = &self.limits;
         let maxima = &self.maxima;
         let node = &self.node;
+        // Paths given on the command line are the working directory's; made absolute
+        // so that printed settings read back the same from any file's directory.
+        let absolute = |path: &Option<PathBuf>| {
+            path.as_ref().map(|p| {
+                std::env::current_dir()
+                    .map(|dir| dir.join(p))
+                    .unwrap_or_else(|_| p.clone())
+            })
+        };
         ServeFile {
-            component: self.component.clone(),
+            component: absolute(&self.component),
             addr: self.addr,
-            admin_token_file: self.admin_token_file.clone(),
+            admin_token_file: absolute(&self.admin_token_file),
             max_in_flight: self.max_in_flight.map(Count),
             max_in_flight_per_client: self.max_in_flight_per_client.map(Count),
             max_connections: self.max_connections.map(Count),
@@ -239,9 +248,9 @@ impl ServeCommand {
             },
             node: NodeFile {
                 store: node.store.clone(),
-                artifacts: node.artifacts.clone(),
-                artifact_key_file: node.artifact_key_file.clone(),
-                cluster_key_file: node.cluster_key_file.clone(),
+                artifacts: absolute(&node.artifacts),
+                artifact_key_file: absolute(&node.artifact_key_file),
+                cluster_key_file: absolute(&node.cluster_key_file),
                 artifacts_max_size: node.artifacts_max_size.map(Size),
                 max_held: node.max_held.map(Count),
                 max_held_size: node.max_held_size.map(Size),
@@ -251,11 +260,11 @@ impl ServeCommand {
                 max_instances: self.max_instances.map(Count),
                 pooling: None,
                 max_depth: self.max_depth.map(Depth),
-                allow_register: self.allow_guest_register.then_some(true),
+                allow_register: self.allow_guest_register,
             },
             outbound: OutboundFile {
                 allow: self.allow_outbound.iter().cloned().map(Pattern).collect(),
-                functions: self.allow_outbound_from_functions.then_some(true),
+                functions: self.allow_outbound_from_functions,
             },
         }
     }

@@ -71,6 +71,8 @@ impl CallState {
             matches!(grants, Grants::Log { .. }) || scope.host.config().outbound.functions;
         let http_hooks = GuestHttp {
             outbound: may_send.then(|| scope.clone()),
+            slots: crate::outbound::call_slots(),
+            warned: false,
         };
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(FIELD_SIZE_LIMIT);
@@ -150,6 +152,10 @@ impl WasiHttpView for CallState {
 pub(crate) struct GuestHttp {
     /// The call's scope, when its guest may send requests at all.
     outbound: Option<Scope>,
+    /// The call's share of outgoing requests.
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Whether a denied request was logged already.
+    warned: bool,
 }
 
 type Sent = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
@@ -171,69 +177,103 @@ impl WasiHttpHooks for GuestHttp {
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Sent,
     ) -> Answered {
+        use crate::outbound::{Reach, Target};
         use crate::stats::Counters;
-        let denied = || -> Answered {
-            Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-        };
-        let uri = request.uri();
-        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
-        let host = uri.host().unwrap_or_default().to_string();
-        let Some(port) = uri
-            .port_u16()
-            .or_else(|| crate::outbound::default_port(&scheme))
-        else {
-            return denied();
+        let fail = |e: wasmtime_wasi_http::Error| -> Answered { Box::new(async { Err(e) }) };
+        let Some(target) = Target::of(request.uri()) else {
+            return fail(wasmtime_wasi_http::Error::HttpRequestUriInvalid);
         };
         let Some(scope) = &self.outbound else {
-            tracing::warn!(
-                target: "burncache::outbound",
-                "a guest's request to {scheme}://{host}:{port} was denied: this kind of \
-                 guest may not send requests (HTTP guests may, to what --allow-outbound \
-                 lists; --allow-outbound-from-functions extends that to the others)"
+            self.denied(
+                &target,
+                "this kind of guest may not send requests (HTTP guests \
+                may, to what --allow-outbound lists; --allow-outbound-from-functions \
+                extends that to the others)",
             );
-            return denied();
+            return fail(wasmtime_wasi_http::Error::HttpRequestDenied);
         };
-        let counters = scope.host.counters();
-        if !scope.host.config().outbound.allows(&scheme, &host, port) {
-            Counters::bump(&counters.outbound_denied);
-            tracing::warn!(
-                target: "burncache::outbound",
-                "a guest's request to {scheme}://{host}:{port} was denied; to allow it, \
-                 add --allow-outbound {scheme}://{host}:{port}"
+        let policy = &scope.host.config().outbound;
+        let Some(reach) = policy.reach(&target.scheme, &target.host, target.port) else {
+            self.denied(
+                &target,
+                &format!("to allow it, add --allow-outbound {target}"),
             );
-            return denied();
+            return fail(wasmtime_wasi_http::Error::HttpRequestDenied);
+        };
+        if reach == Reach::Wildcard && target.ip().is_some_and(crate::outbound::is_internal) {
+            self.denied(
+                &target,
+                &format!(
+                    "a wildcard pattern does not reach internal addresses; to allow it, \
+                     name it: --allow-outbound {target}"
+                ),
+            );
+            return fail(wasmtime_wasi_http::Error::DestinationIpProhibited);
         }
         let mut request = request;
         propagate_trace(request.headers_mut());
         let host = scope.host.clone();
+        let sent = match host.outbound().send(request, &target, reach, &self.slots) {
+            Ok(sent) => sent,
+            Err(e) => {
+                Counters::bump(&host.counters().outbound_failed);
+                return fail(e);
+            }
+        };
         // The call's deadline ends the request with the call (and its Store, which
         // owns this future); this bound, just past it, is a backstop that lets the
-        // call's own deadline be what the caller sees.
-        let deadline =
+        // call's own deadline be what the caller sees. A first-byte timeout the guest
+        // asked for ends it sooner.
+        let backstop =
             tokio::time::Instant::from_std(scope.deadline) + std::time::Duration::from_millis(100);
-        Box::new(async move {
+        let asked = options
+            .and_then(|o| o.first_byte_timeout)
+            .map(|t| tokio::time::Instant::now() + t);
+        let (deadline, timed_out) = match asked {
+            Some(asked) if asked < backstop => {
+                (asked, wasmtime_wasi_http::Error::ConnectionReadTimeout)
+            }
+            _ => (backstop, wasmtime_wasi_http::Error::ConnectionTimeout),
+        };
+        let answered = async move {
             let counters = host.counters();
-            let sent = tokio::time::timeout_at(deadline, host.outbound().get().request(request));
-            match sent.await {
+            match tokio::time::timeout_at(deadline, sent).await {
                 Ok(Ok(response)) => {
                     Counters::bump(&counters.outbound_sent);
-                    let response = response.map(crate::outbound::to_guest_body);
                     Ok((response, Box::new(async { Ok(()) }) as Sent))
                 }
                 Ok(Err(e)) => {
                     Counters::bump(&counters.outbound_failed);
-                    tracing::debug!(target: "burncache::outbound", "a guest's request failed: {e:#}");
-                    Err(crate::outbound::classify(&e))
+                    tracing::debug!(target: "burncache::outbound", "a guest's request failed: {e}");
+                    Err(e)
                 }
                 Err(_) => {
                     Counters::bump(&counters.outbound_failed);
-                    Err(wasmtime_wasi_http::Error::ConnectionTimeout)
+                    Err(timed_out)
                 }
             }
-        })
+        };
+        Box::new(tracing::Instrument::in_current_span(answered))
+    }
+}
+
+impl GuestHttp {
+    /// Counts a denied request, and logs the first of the call's (a guest looping
+    /// on denied requests cannot flood the log).
+    fn denied(&mut self, target: &crate::outbound::Target, why: &str) {
+        if let Some(scope) = &self.outbound {
+            crate::stats::Counters::bump(&scope.host.counters().outbound_denied);
+        }
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!(
+                target: "burncache::outbound",
+                "a guest's request to {target} was denied; {why}"
+            );
+        }
     }
 }
 

@@ -559,6 +559,11 @@ impl Server {
         if let Some(token) = &self.config.admin_token {
             api::strip_token(request.headers_mut(), token);
         }
+        // The guest sees the request's id as the server logs it (the client's, or the
+        // one made up for it).
+        if let Ok(value) = header::HeaderValue::from_str(id) {
+            request.headers_mut().insert(request_id::HEADER, value);
+        }
         if request.uri().authority().is_none() && !request.headers().contains_key(header::HOST) {
             request
                 .headers_mut()
