@@ -24,6 +24,7 @@ fn run(name: &str, source: &str, args: &[&str]) -> Output {
         .args(args)
         .env("BURNCACHE_STORE", burncache::file_url(&dir.join("store")))
         .env("BURNCACHE_ARTIFACTS", js_artifacts())
+        .env("RUST_LOG", "off")
         .env("SECRET", "must not leak");
     command.output().expect("run burncache")
 }
@@ -96,6 +97,58 @@ fn exit_statuses_are_the_programs() {
     let out = run("syntax.js", "let = ;\n", &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("SyntaxError"));
+
+    // process.exit from a queued job, or inside a promise's executor (which QuickJS
+    // would turn into a rejection), still ends the program there.
+    let out = run(
+        "job.js",
+        "export {};\nconst p = Promise.resolve();\np.then(() => process.exit(3));\n\
+         p.then(() => console.log('after'));\nawait new Promise(() => {});\n",
+        &[],
+    );
+    assert_eq!(
+        (out.status.code(), text(&out.stdout).as_str()),
+        (Some(3), "")
+    );
+    let out = run(
+        "executor.js",
+        "new Promise(() => process.exit(2));\nconsole.log('still here');\n",
+        &[],
+    );
+    assert_eq!(
+        (out.status.code(), text(&out.stdout).as_str()),
+        (Some(2), "")
+    );
+    let out = run(
+        "code.js",
+        "process.exitCode = 5;\nprocess.exit(undefined);\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(5));
+
+    // Top-level await in a classic script; one that never settles fails.
+    let out = run(
+        "tla.js",
+        "const x = await Promise.resolve(5);\nconsole.log(x);\n",
+        &[],
+    );
+    assert_eq!(
+        (out.status.code(), text(&out.stdout).as_str()),
+        (Some(0), "5\n")
+    );
+    let out = run("stuck.js", "await new Promise(() => {});\n", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("never settled"));
+
+    // An unhandled rejection is not forgotten when another promise is handled.
+    let out = run(
+        "two.js",
+        "const a = Promise.reject(new Error('A'));\nconst b = Promise.reject(2);\n\
+         b.catch(() => {});\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Uncaught (in promise) A"));
 }
 
 #[test]
@@ -110,11 +163,19 @@ fn a_runaway_program_is_stopped_by_fuel_by_deadline_and_by_its_output_ceiling() 
     assert_eq!(out.status.code(), Some(15), "timeout");
     let out = run(
         "loud.js",
-        "for (let i = 0; i < 100000; i++) console.log('a line of output', i);\n",
+        "for (let i = 0; i < 20000; i++) console.log('a line of output', i);\n",
         &["--output-limit", "10KiB"],
     );
     assert_eq!(out.status.code(), Some(16), "output-too-large");
     assert!(out.stdout.len() <= 10 * 1024, "{} bytes", out.stdout.len());
+    // QuickJS's out-of-memory is an exception a program could catch; the program
+    // still met its memory ceiling.
+    let out = run(
+        "hungry.js",
+        "const a = [];\ntry { while (true) a.push(new Array(100000).fill(1)); } catch (e) {}\n",
+        &["--memory", "32MiB"],
+    );
+    assert_eq!(out.status.code(), Some(14), "memory-limit");
 }
 
 /// Through the Rust API: the program runs on the shared runtime every time (its call

@@ -464,9 +464,14 @@ async fn a_whole_batch_result_of_the_wrong_shape_is_refused() {
             .await
             .expect("the batch runs");
         assert_eq!(out.len(), 3);
-        for row in &out {
+        assert!(
+            matches!(&out[0], Err(Error::Guest(m)) if m.contains(says)),
+            "{source}: {:?}",
+            out[0]
+        );
+        for row in &out[1..] {
             assert!(
-                matches!(row, Err(Error::Guest(m)) if m.contains(says)),
+                matches!(row, Err(Error::Guest(m)) if m.contains("see the first row")),
                 "{source}: {row:?}"
             );
         }
@@ -489,6 +494,35 @@ async fn a_whole_batch_result_of_the_wrong_shape_is_refused() {
         "{:?}",
         out[2]
     );
+}
+
+/// A whole-batch script that meets a ceiling fails as a whole: split into rows, it
+/// would compute something else.
+#[tokio::test]
+async fn a_whole_batch_script_that_runs_out_of_memory_fails_whole() {
+    let cache = js_cache();
+    let source = "module.exports.batch = (rows) => {\n\
+                    const hoard = [];\n\
+                    while (true) hoard.push(new Array(100000).fill(rows.length));\n\
+                  };\n";
+    let digest = cache.register(source.as_bytes()).await.expect("register");
+    let rows = (0..3).map(|n| json(json!({ "n": n }))).collect();
+    let limits = Limits {
+        memory_bytes: Some(32 << 20),
+        ..Limits::default()
+    };
+    // The refused growth ends the batch (a trap) or surfaces in the runtime (every
+    // row then fails with it); either way no row is retried alone.
+    let out = cache.execute_batch(&digest, rows, &limits).await;
+    match &out {
+        Err(Error::MemoryLimit) => {}
+        Ok(rows) => assert!(
+            rows.iter()
+                .all(|row| matches!(row, Err(Error::MemoryLimit))),
+            "{rows:?}"
+        ),
+        Err(e) => panic!("{e:?}"),
+    }
 }
 
 #[tokio::test]

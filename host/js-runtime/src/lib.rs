@@ -19,9 +19,10 @@
 
 use rquickjs::context::EvalOptions;
 use rquickjs::function::Opt;
+use rquickjs::promise::PromiseState;
 use rquickjs::{
     Array, ArrayBuffer, CatchResultExt, CaughtError, Context, Ctx, Exception, Function, Module,
-    Object, Runtime, TypedArray, Value,
+    Object, Persistent, Promise, Runtime, TypedArray, Value,
 };
 
 wit_bindgen::generate!({
@@ -35,7 +36,7 @@ use std::io::Write as _;
 
 use burncache::host::burn_cache;
 use burncache::host::types::{Error, Limits, Payload};
-use exports::burncache::host::script_runtime::Guest as ScriptGuest;
+use exports::burncache::host::script_runtime::{Guest as ScriptGuest, ScriptExports};
 
 /// The file name scripts are given in positions and stack traces.
 const SCRIPT_NAME: &str = "script.js";
@@ -49,8 +50,13 @@ impl Guest for ScriptRuntime {
 }
 
 impl ScriptGuest for ScriptRuntime {
-    fn check(source: String) -> Result<(), Error> {
-        with_context(|ctx| load(ctx, &source).map(|_| ()))
+    fn check(source: String) -> Result<ScriptExports, Error> {
+        with_context(|ctx| {
+            load(ctx, &source).map(|exports| ScriptExports {
+                function: exports.function.is_some(),
+                batch: exports.batch.is_some(),
+            })
+        })
     }
 
     fn call(source: String, input: Payload) -> Result<Payload, Error> {
@@ -96,17 +102,7 @@ impl ScriptGuest for ScriptRuntime {
             .set_interrupt_handler(Some(Box::new(|| EXIT.get().is_some())));
         engine
             .runtime
-            .set_host_promise_rejection_tracker(Some(Box::new(
-                |ctx, _promise, reason, handled| {
-                    UNHANDLED.with_borrow_mut(|unhandled| {
-                        if handled {
-                            *unhandled = None;
-                        } else if unhandled.is_none() {
-                            *unhandled = Some(display(&ctx, &reason));
-                        }
-                    });
-                },
-            )));
+            .set_host_promise_rejection_tracker(Some(Box::new(track_rejection)));
         let status = engine.context.with(|ctx| program(&ctx, &source));
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
@@ -152,8 +148,9 @@ thread_local! {
     /// The status `process.exit` asked for.
     static EXIT: Cell<Option<i32>> = const { Cell::new(None) };
 
-    /// A promise rejection nothing has handled (yet), as it reads.
-    static UNHANDLED: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Rejected promises nothing has handled (yet), with their reasons.
+    static UNHANDLED: RefCell<Vec<(Persistent<Value<'static>>, Persistent<Value<'static>>)>> =
+        const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `work` in the instance's QuickJS context.
@@ -200,18 +197,29 @@ fn install_globals<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
 
 /// `console.log`, `info` and `debug`: one line to stdout in a program; in a function,
 /// to stderr, which the host keeps the start of to explain a failed call.
-fn console_out<'js>(ctx: Ctx<'js>, args: rquickjs::function::Rest<Value<'js>>) {
+fn console_out<'js>(
+    ctx: Ctx<'js>,
+    args: rquickjs::function::Rest<Value<'js>>,
+) -> rquickjs::Result<()> {
+    exiting(&ctx)?;
     let line = joined(&ctx, &args.0);
     if PROGRAM.get() {
+        // Line-buffered: the newline flushes it.
         println!("{line}");
     } else {
         eprintln!("{line}");
     }
+    Ok(())
 }
 
 /// `console.warn` and `error`: one line to stderr.
-fn console_err<'js>(ctx: Ctx<'js>, args: rquickjs::function::Rest<Value<'js>>) {
+fn console_err<'js>(
+    ctx: Ctx<'js>,
+    args: rquickjs::function::Rest<Value<'js>>,
+) -> rquickjs::Result<()> {
+    exiting(&ctx)?;
     eprintln!("{}", joined(&ctx, &args.0));
+    Ok(())
 }
 
 fn joined<'js>(ctx: &Ctx<'js>, values: &[Value<'js>]) -> String {
@@ -219,31 +227,64 @@ fn joined<'js>(ctx: &Ctx<'js>, values: &[Value<'js>]) -> String {
     words.join(" ")
 }
 
-/// A program: its top level (a classic script, or an ES module), then the jobs its
-/// promises queued, to the end. Returns its exit status.
+/// Keeps track of rejected promises nothing handles: a rejection is noted, and
+/// forgotten when a handler is attached later. No script code runs here (the reasons
+/// are formatted once the program is over).
+fn track_rejection<'js>(ctx: Ctx<'js>, promise: Value<'js>, reason: Value<'js>, handled: bool) {
+    UNHANDLED.with(|cell| {
+        let Ok(mut unhandled) = cell.try_borrow_mut() else {
+            return;
+        };
+        if handled {
+            unhandled.retain(|(noted, _)| {
+                noted
+                    .clone()
+                    .restore(&ctx)
+                    .map_or(true, |noted| noted != promise)
+            });
+        } else {
+            unhandled.push((
+                Persistent::save(&ctx, promise),
+                Persistent::save(&ctx, reason),
+            ));
+        }
+    });
+}
+
+/// A program: its top level (a classic script, or an ES module; both may use
+/// top-level `await`), then the jobs its promises queued, to the end or to
+/// `process.exit`. Returns its exit status.
 fn program<'js>(ctx: &Ctx<'js>, source: &str) -> i32 {
     if let Err(e) = install_process(ctx) {
         eprintln!("burncache: cannot set up `process`: {e}");
         return 70;
     }
-    let ran = if looks_like_module(source) {
+    let is_module = looks_like_module(source);
+    let started: Result<(Promise<'js>, Option<Object<'js>>), CaughtError<'js>> = if is_module {
         Module::declare(ctx.clone(), SCRIPT_NAME, source)
             .and_then(|declared| declared.eval())
+            .map(|(module, promise)| (promise, Some(module.namespace().ok()).flatten()))
             .catch(ctx)
-            .and_then(|(_, promise)| promise.finish::<()>().catch(ctx))
     } else {
         let mut options = EvalOptions::default();
         options.global = true;
+        options.promise = true;
         options.filename = Some(SCRIPT_NAME.to_string());
-        ctx.eval_with_options::<(), _>(source, options).catch(ctx)
+        ctx.eval_with_options::<Promise, _>(source, options)
+            .map(|promise| (promise, None))
+            .catch(ctx)
     };
     if let Some(status) = EXIT.get() {
         return status;
     }
-    if let Err(e) = ran {
-        eprintln!("Uncaught {}", thrown(ctx, e));
-        return 1;
-    }
+    let (top_level, module) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("Uncaught {}", thrown(ctx, e));
+            return 1;
+        }
+    };
+    // The jobs, one at a time, stopping as soon as the program asked to exit.
     while ctx.execute_pending_job() {
         if EXIT.get().is_some() {
             break;
@@ -252,11 +293,90 @@ fn program<'js>(ctx: &Ctx<'js>, source: &str) -> i32 {
     if let Some(status) = EXIT.get() {
         return status;
     }
-    if let Some(reason) = UNHANDLED.take() {
+    match top_level.state() {
+        PromiseState::Rejected => {
+            let reason = match top_level.result::<Value>() {
+                Some(Err(e)) => thrown(ctx, CaughtError::from_error(ctx, e)),
+                _ => String::new(),
+            };
+            // The top level's own rejection is reported as uncaught, not twice.
+            forget_rejection(ctx, top_level.as_value());
+            eprintln!("Uncaught {reason}");
+            return 1;
+        }
+        PromiseState::Pending => {
+            eprintln!("burncache: the program's top-level await never settled");
+            return 1;
+        }
+        PromiseState::Resolved => {}
+    }
+    let unhandled = UNHANDLED.take();
+    if let Some((_, reason)) = unhandled.into_iter().next() {
+        let reason = reason
+            .restore(ctx)
+            .map(|reason| display(ctx, &reason))
+            .unwrap_or_default();
         eprintln!("Uncaught (in promise) {reason}");
         return 1;
     }
+    if exports_a_function(ctx, module.as_ref()) {
+        eprintln!(
+            "burncache: this script exports a function, which a program run does not \
+             call; its top level ran. To call the function: burncache call SCRIPT --input ..."
+        );
+    }
     exit_code(ctx).unwrap_or(0)
+}
+
+/// Drops `promise` from the unhandled rejections.
+fn forget_rejection<'js>(ctx: &Ctx<'js>, promise: &Value<'js>) {
+    UNHANDLED.with_borrow_mut(|unhandled| {
+        unhandled.retain(|(noted, _)| {
+            noted
+                .clone()
+                .restore(ctx)
+                .map_or(true, |noted| noted != *promise)
+        });
+    });
+}
+
+/// Whether the script exports a function (`module.exports` or a default export), as
+/// one written to be called rather than run would.
+fn exports_a_function<'js>(ctx: &Ctx<'js>, module: Option<&Object<'js>>) -> bool {
+    let exported: Option<Value> = match module {
+        Some(namespace) => namespace.get("default").ok(),
+        None => ctx
+            .globals()
+            .get::<_, Object>("module")
+            .and_then(|m| m.get("exports"))
+            .ok(),
+    };
+    exported.is_some_and(|v| v.is_function())
+}
+
+/// Throws the program's exit again when it has asked to exit: a `catch` or promise
+/// executor that swallowed `process.exit` gets no further output out of it.
+fn exiting(ctx: &Ctx<'_>) -> rquickjs::Result<()> {
+    if EXIT.get().is_some() {
+        return Err(uncatchable(ctx, "process.exit"));
+    }
+    Ok(())
+}
+
+/// Throws an error QuickJS lets no `catch` take.
+fn uncatchable(ctx: &Ctx<'_>, message: &str) -> rquickjs::Error {
+    match Exception::from_message(ctx.clone(), message) {
+        Ok(exception) => {
+            // SAFETY: both pointers come from live rquickjs handles of this context;
+            // the call only sets a flag on the error object, whose reference stays
+            // with `exception` and moves into the throw.
+            unsafe {
+                rquickjs::qjs::JS_SetUncatchableError(ctx.as_raw().as_ptr(), exception.as_raw());
+            }
+            ctx.throw(exception.into_value())
+        }
+        Err(e) => e,
+    }
 }
 
 /// `process.exitCode`, when the program set it to a number.
@@ -288,32 +408,65 @@ fn install_process<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<()> {
     let stderr = Object::new(ctx.clone())?;
     stderr.set("write", Function::new(ctx.clone(), write_stderr)?)?;
     process.set("stderr", stderr)?;
-    ctx.globals().set("process", process)
+    ctx.globals().set("process", process)?;
+    // A CommonJS script's `module.exports = ...` works in a program too.
+    let module = Object::new(ctx.clone())?;
+    let exports = Object::new(ctx.clone())?;
+    module.set("exports", exports.clone())?;
+    ctx.globals().set("module", module)?;
+    ctx.globals().set("exports", exports)
 }
 
-/// `process.exit(code)`: ends the program with `code` (else `process.exitCode`,
-/// else 0), whatever `catch` blocks lie between: it throws an error QuickJS marks
-/// uncatchable.
-fn exit<'js>(ctx: Ctx<'js>, code: Opt<i32>) -> rquickjs::Result<()> {
-    let status = code.0.or_else(|| exit_code(&ctx)).unwrap_or(0);
+/// `process.exit(code)`: ends the program with `code` (a number, or a string of
+/// one; `undefined` or `null`: `process.exitCode`, else 0), whatever `catch` blocks
+/// lie between.
+fn exit<'js>(ctx: Ctx<'js>, code: Opt<Value<'js>>) -> rquickjs::Result<()> {
+    let given = code.0.filter(|v| !v.is_undefined() && !v.is_null());
+    let status = match given {
+        None => exit_code(&ctx).unwrap_or(0),
+        Some(value) => match status_of(&value) {
+            Some(status) => status,
+            None => {
+                return Err(Exception::throw_type(
+                    &ctx,
+                    "process.exit: the code must be an integer",
+                ));
+            }
+        },
+    };
     EXIT.set(Some(status));
-    let exception = Exception::from_message(ctx.clone(), "process.exit")?;
-    // SAFETY: both pointers come from live rquickjs handles of this context; the call
-    // only sets a flag on the error object, whose reference stays with `exception`.
-    unsafe {
-        rquickjs::qjs::JS_SetUncatchableError(ctx.as_raw().as_ptr(), exception.as_raw());
+    Err(uncatchable(&ctx, "process.exit"))
+}
+
+/// An exit status given as a number or a string of one.
+fn status_of(value: &Value<'_>) -> Option<i32> {
+    if let Some(n) = value.as_int() {
+        return Some(n);
     }
-    Err(ctx.throw(exception.into_value()))
+    if let Some(n) = value.as_float() {
+        return (n.fract() == 0.0 && n.abs() <= f64::from(i32::MAX)).then_some(n as i32);
+    }
+    value
+        .as_string()
+        .and_then(|s| s.to_string().ok())
+        .and_then(|s| s.trim().parse().ok())
 }
 
-fn write_stdout<'js>(ctx: Ctx<'js>, value: Value<'js>) -> bool {
-    print!("{}", display(&ctx, &value));
-    true
+/// `process.stdout.write`: the text as it is, flushed at once (so that it is neither
+/// lost to a trap nor overtaken by stderr).
+fn write_stdout<'js>(ctx: Ctx<'js>, value: Value<'js>) -> rquickjs::Result<bool> {
+    exiting(&ctx)?;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(display(&ctx, &value).as_bytes());
+    let _ = out.flush();
+    Ok(true)
 }
 
-fn write_stderr<'js>(ctx: Ctx<'js>, value: Value<'js>) -> bool {
-    eprint!("{}", display(&ctx, &value));
-    true
+fn write_stderr<'js>(ctx: Ctx<'js>, value: Value<'js>) -> rquickjs::Result<bool> {
+    exiting(&ctx)?;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(display(&ctx, &value).as_bytes());
+    Ok(true)
 }
 
 /// An uncaught exception as a program's stderr shows it.
@@ -341,6 +494,7 @@ fn execute<'js>(
     value: Value<'js>,
     limits: Opt<Object<'js>>,
 ) -> rquickjs::Result<Value<'js>> {
+    exiting(&ctx)?;
     let input = to_payload(&ctx, &value).map_err(|e| throw(&ctx, &e, "burncache.execute"))?;
     let limits = match limits.0 {
         Some(object) => Some(Limits {
@@ -608,7 +762,19 @@ fn invoke_batch<'js>(
     inputs: Vec<Payload>,
 ) -> Vec<Result<Payload, Error>> {
     let n = inputs.len();
-    let all = |e: Error| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+    // A failure of the whole: its full text on the first row, a pointer to it on the
+    // others (so that n copies of a long message cost nothing).
+    let all = |e: Error| {
+        (0..n)
+            .map(|i| match (&e, i) {
+                (_, 0) => Err(e.clone()),
+                (Error::Guest(_), _) => Err(Error::Guest(
+                    "the batch failed as a whole; see the first row".to_string(),
+                )),
+                _ => Err(e.clone()),
+            })
+            .collect::<Vec<_>>()
+    };
     let rows = (|| -> rquickjs::Result<Array<'js>> {
         let rows = Array::new(ctx.clone())?;
         for (i, input) in inputs.into_iter().enumerate() {
@@ -643,15 +809,22 @@ fn invoke_batch<'js>(
             returned.type_name()
         )));
     };
-    if outputs.len() != n {
+    // `length` read as it is (a number however large), not as a checked index.
+    let length: f64 = match outputs.as_object().get("length") {
+        Ok(length) => length,
+        Err(e) => return all(internal(e)),
+    };
+    if length != n as f64 {
         return all(Error::Guest(format!(
-            "the batch function returned {} rows for {n} inputs",
-            outputs.len()
+            "the batch function returned {length} rows for {n} inputs"
         )));
     }
     (0..n)
         .map(|i| {
-            let row: Value = outputs.get(i).map_err(internal)?;
+            let row: Value = outputs
+                .get(i)
+                .catch(ctx)
+                .map_err(|e| exception(ctx, e, &format!("row {i} of the batch's result")))?;
             if let Some(error) = row.as_exception() {
                 return Err(Error::Guest(format!(
                     "row {i}: {}",
@@ -727,6 +900,9 @@ fn exception<'js>(ctx: &Ctx<'js>, e: CaughtError<'js>, what: &str) -> Error {
             }
         }
         CaughtError::Value(value) => Error::Guest(format!("{what}: {}", display(ctx, &value))),
+        CaughtError::Error(rquickjs::Error::WouldBlock) => {
+            Error::Guest(format!("{what}: a promise that never settles"))
+        }
         CaughtError::Error(e) => internal(e),
     }
 }

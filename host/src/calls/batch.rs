@@ -56,6 +56,13 @@ pub(crate) async fn execute_batch(
                     inputs.len()
                 ))),
                 Err(e) => match sandbox.classify(e) {
+                    // A whole-batch script computes across rows: split into rows, it
+                    // would compute something else. It fails as a whole.
+                    e @ (Error::Trap(_) | Error::MemoryLimit)
+                        if compiled.script.as_ref().is_some_and(|s| s.whole_batch) =>
+                    {
+                        Err(e)
+                    }
                     Error::Trap(_) | Error::MemoryLimit => {
                         row_by_row(sandbox, &compiled, &inputs).await
                     }

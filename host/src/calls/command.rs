@@ -89,7 +89,11 @@ async fn run_script(
         Ok(runtime) => runtime,
         Err(e) => return Outcome::refused(&registry.counters, e, started),
     };
-    let script = Script { source, runtime };
+    let script = Script {
+        source,
+        runtime,
+        whole_batch: false,
+    };
     let host: Arc<dyn Host> = registry.clone();
     let grants = Grants::Command {
         program: &options.program,
@@ -103,10 +107,16 @@ async fn run_script(
     sandbox
         .run(async |sandbox| {
             let instance = ScriptInstance::instantiate(sandbox, &script).await?;
-            instance
+            let status = instance
                 .run_program(sandbox)
                 .await
-                .map_err(|e| sandbox.classify(e))
+                .map_err(|e| sandbox.classify(e))?;
+            // QuickJS reports a refused allocation as an exception the program may
+            // catch or die of; either way the program met its memory ceiling.
+            if sandbox.memory_refused() {
+                return Err(Error::MemoryLimit);
+            }
+            Ok(status)
         })
         .await
 }

@@ -45,6 +45,9 @@ static RUNTIME_KEY: LazyLock<Digest> = LazyLock::new(|| {
 pub(crate) struct Script {
     pub(crate) source: Arc<str>,
     pub(crate) runtime: JsRuntimePre<CallState>,
+    /// Whether it exports `batch`: batches go to it whole, and are never split into
+    /// rows (which would change what it computes).
+    pub(crate) whole_batch: bool,
 }
 
 /// A script's instance of the runtime, with the script it runs.
@@ -67,13 +70,19 @@ impl ScriptInstance {
         }
     }
 
-    pub(crate) async fn check(&self, sandbox: &mut Sandbox) -> wasmtime::Result<Result<(), Error>> {
+    /// Checks the script; on success, whether it exports `batch`.
+    pub(crate) async fn check(
+        &self,
+        sandbox: &mut Sandbox,
+    ) -> wasmtime::Result<Result<bool, Error>> {
         let checked = self
             .runtime
             .burncache_host_script_runtime()
             .call_check(&mut sandbox.store, &self.source)
             .await?;
-        Ok(checked.map_err(|e| from_runtime(sandbox, e)))
+        Ok(checked
+            .map(|exports| exports.batch)
+            .map_err(|e| from_runtime(sandbox, e)))
     }
 
     pub(crate) async fn call(
@@ -365,7 +374,11 @@ impl Registry {
             Ok(runtime) => runtime,
             Err(e) => return unkept(e),
         };
-        let script = Script { source, runtime };
+        let mut script = Script {
+            source,
+            runtime,
+            whole_batch: false,
+        };
         let scope = match within {
             Some(scope) => scope,
             None => {
@@ -390,7 +403,7 @@ impl Registry {
         // What the script decides is kept: a check that timed out may only have met
         // a busy node, and a check on a nested call's budget met that budget.
         let keep = match &outcome.result {
-            Ok(()) => true,
+            Ok(_) => true,
             Err(Error::Backend(_) | Error::Timeout) => false,
             Err(_) => !nested,
         };
@@ -407,7 +420,7 @@ impl Registry {
             other => Error::CompileFailed(format!("the script's top level failed: {other}")),
         });
         match &result {
-            Ok(()) => tracing::info!(%digest, ?took, "checked the script"),
+            Ok(_) => tracing::info!(%digest, ?took, "checked the script"),
             Err(e) => {
                 if matches!(e, Error::CompileFailed(_)) {
                     Counters::bump(&counters.compile_failures);
@@ -418,7 +431,8 @@ impl Registry {
 
         let outcome_fuel = outcome.fuel_burned;
         Made {
-            outcome: result.map(|()| {
+            outcome: result.map(|whole_batch| {
+                script.whole_batch = whole_batch;
                 Arc::new(Compiled {
                     digest,
                     udf: None,
