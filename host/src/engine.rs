@@ -68,6 +68,9 @@ pub struct Config {
     pub max_held_bytes: u64,
     /// Which guests may send HTTP requests, and where to. Default: none, nowhere.
     pub outbound: crate::outbound::OutboundPolicy,
+    /// What HTTP guests get beyond the sealed base: environment variables and
+    /// directories, as `wasmtime serve --env/--dir` grant them. Default: nothing.
+    pub http_guests: HttpGuestGrants,
     /// How long the node remembers that the store had no object (or a damaged one)
     /// for a digest, instead of asking again on every call. Zero: never.
     pub not_found_ttl: Duration,
@@ -92,8 +95,19 @@ impl Default for Config {
             max_held_bytes: 2 << 30,
             not_found_ttl: Duration::from_secs(2),
             outbound: crate::outbound::OutboundPolicy::default(),
+            http_guests: HttpGuestGrants::default(),
         }
     }
+}
+
+/// What an operator grants HTTP guests beyond the sealed base.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpGuestGrants {
+    /// Environment variables the guests see.
+    pub env: Vec<(String, String)>,
+    /// Directories the guests may read and write: the host's directory, and the path
+    /// the guests see it at.
+    pub dirs: Vec<(PathBuf, String)>,
 }
 
 /// Builds the engine: the component model, fuel, epoch deadlines, and (by default)

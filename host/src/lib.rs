@@ -54,7 +54,7 @@ pub use artifacts::{ArtifactStats, artifact_stats, clear_artifacts, default_arti
 pub use burncache::BurnCache;
 pub use calls::{HttpFinish, HttpResponse, RunOptions};
 pub use digest::Digest;
-pub use engine::Config;
+pub use engine::{Config, HttpGuestGrants};
 pub use error::{Error, ErrorKind};
 pub use inspect::{ComponentKind, FUNCTION_EXPORT, Inspection, inspect};
 pub use limits::{Ceilings, Limits};

@@ -20,6 +20,7 @@ mod serve;
 mod store;
 mod trust;
 mod upstream;
+mod wasmtime_cli;
 
 use burncache::{BurnCache, Config, Digest, Limits, Payload};
 use burncache_test_guests as guests;

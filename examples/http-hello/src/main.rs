@@ -6,7 +6,10 @@
 //!   `x-echo-name`;
 //! - `/stream?mib=N` streams N MiB (default 4) of a repeating byte pattern;
 //! - `/log` writes a line to stdout and one to stderr (which the host logs under the
-//!   request's id), then answers.
+//!   request's id), then answers;
+//! - `/env` answers with the environment it sees, a `NAME=VALUE` line each;
+//! - `/file?path=P` answers with the file at P (in the directories it was given), or
+//!   `404`.
 
 use wstd::http::{Body, Error, HeaderValue, Request, Response, StatusCode};
 
@@ -16,6 +19,25 @@ async fn main(request: Request<Body>) -> Result<Response<Body>, Error> {
         "/" => Ok(Response::new("Hello from a burncache HTTP guest!\n".into())),
         "/echo" => echo(request).await,
         "/stream" => Ok(stream(request.uri().query().unwrap_or(""))),
+        "/env" => {
+            let lines: String = std::env::vars()
+                .map(|(k, v)| format!("{k}={v}\n"))
+                .collect();
+            Ok(Response::new(lines.into()))
+        }
+        "/file" => {
+            let path = request
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("path="))
+                .unwrap_or_default();
+            Ok(match std::fs::read(path) {
+                Ok(bytes) => Response::new(bytes.into()),
+                Err(e) => Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .body(format!("{path}: {e}\n").into())?,
+            })
+        }
         "/log" => {
             println!("hello on stdout");
             eprintln!("hello on stderr");

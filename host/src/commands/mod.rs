@@ -12,6 +12,7 @@ mod inspect;
 mod ls;
 mod run;
 mod serve;
+mod wasmtime;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -110,7 +111,7 @@ impl Cli {
             Command::Deploy(c) => c.run().await,
             Command::Ls(c) => c.run().await,
             Command::Cache(c) => c.run(),
-            Command::Serve(c) => c.run().await,
+            Command::Serve(c) => c.run(self.log_format).await,
             Command::Config(c) => c.run(),
             Command::Completion(c) => c.run(),
             Command::Man(c) => c.run(),
@@ -298,6 +299,15 @@ impl NodeArgs {
     }
 }
 
+/// A command line burncache does not take, with the reason: exit code 2, as clap's
+/// own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+/// Exit code for a command line burncache does not take.
+pub const EXIT_USAGE: u8 = 2;
+
 /// A setting that cannot work (an unknown store URL scheme, say): exit code 4.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -347,6 +357,9 @@ fn library_error(err: &anyhow::Error) -> Option<&Error> {
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err.chain().any(|e| e.is::<ConfigError>()) {
         return EXIT_CONFIG;
+    }
+    if err.chain().any(|e| e.is::<UsageError>()) {
+        return EXIT_USAGE;
     }
     library_error(err).map_or(EXIT_OTHER, |e| kind_exit_code(e.kind()))
 }

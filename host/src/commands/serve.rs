@@ -15,7 +15,8 @@ use super::config::{
     Count, Depth, DigestText, Dur, GuestsFile, LimitsFile, NodeFile, OutboundFile, Pattern,
     Positive, ServeFile, Size,
 };
-use super::{LimitArgs, NodeArgs};
+use super::wasmtime::{Mapped, WasmtimeArgs};
+use super::{LimitArgs, NodeArgs, UsageError};
 
 /// Serve HTTP: a wasi:http component as `wasmtime serve` would, or the JSON API to
 /// deploy, call and batch components by digest.
@@ -126,6 +127,8 @@ pub struct ServeCommand {
     maxima: MaximaArgs,
     #[command(flatten)]
     node: NodeArgs,
+    #[command(flatten)]
+    wasmtime: WasmtimeArgs,
 }
 
 /// The most any request may ask for, by header or otherwise.
@@ -206,7 +209,7 @@ fn raise_file_limit(max_connections: u32) {
 impl ServeCommand {
     /// The settings the flags (and their environment variables) give, as a config
     /// file would spell them.
-    fn flags(&self) -> ServeFile {
+    fn flags(&self, mapped: &Mapped) -> ServeFile {
         let limits = &self.limits;
         let maxima = &self.maxima;
         let node = &self.node;
@@ -223,9 +226,9 @@ impl ServeCommand {
             component: absolute(&self.component),
             addr: self.addr,
             admin_token_file: absolute(&self.admin_token_file),
-            max_in_flight: self.max_in_flight.map(Count),
+            max_in_flight: self.max_in_flight.or(mapped.max_in_flight).map(Count),
             max_in_flight_per_client: self.max_in_flight_per_client.map(Count),
-            max_connections: self.max_connections.map(Count),
+            max_connections: self.max_connections.or(mapped.max_connections).map(Count),
             max_connections_per_client: self.max_connections_per_client.map(Count),
             preload: self.preload.iter().copied().map(DigestText).collect(),
             send_timeout: self.send_timeout.map(Positive),
@@ -235,14 +238,14 @@ impl ServeCommand {
             max_input_size: self.max_input_size.map(Size),
             shutdown_grace: self.shutdown_grace.map(Dur),
             limits: LimitsFile {
-                fuel: limits.fuel,
-                memory: limits.memory.map(Size),
-                timeout: limits.timeout.map(Positive),
+                fuel: limits.fuel.or(mapped.fuel),
+                memory: limits.memory.or(mapped.memory).map(Size),
+                timeout: limits.timeout.or(mapped.timeout).map(Positive),
                 output: limits.output_limit.map(Size),
             },
             maxima: LimitsFile {
                 fuel: maxima.max_fuel,
-                memory: maxima.max_memory.map(Size),
+                memory: maxima.max_memory.or(mapped.max_memory).map(Size),
                 timeout: maxima.max_timeout.map(Positive),
                 output: maxima.max_output.map(Size),
             },
@@ -257,8 +260,8 @@ impl ServeCommand {
                 not_found_ttl: node.not_found_ttl.map(Dur),
             },
             guests: GuestsFile {
-                max_instances: self.max_instances.map(Count),
-                pooling: None,
+                max_instances: self.max_instances.or(mapped.max_instances).map(Count),
+                pooling: mapped.pooling,
                 max_depth: self.max_depth.map(Depth),
                 allow_register: self.allow_guest_register,
             },
@@ -285,13 +288,19 @@ impl ServeCommand {
         Ok(Some(token))
     }
 
-    pub async fn run(mut self) -> anyhow::Result<ExitCode> {
+    pub async fn run(mut self, log_format: super::LogFormat) -> anyhow::Result<ExitCode> {
         let file = match &self.config {
             Some(path) => ServeFile::load(path)?,
             None => ServeFile::default(),
         };
+        // `wasmtime serve`'s options, in burncache's terms (refused ones stop here).
+        let component_mode = self.component.is_some() || file.component.is_some();
+        let mapped = self
+            .wasmtime
+            .map(component_mode)
+            .map_err(|e| anyhow::Error::new(UsageError(e)))?;
         // Flags and environment first, then the file, then the defaults.
-        let settings = self.flags().or(file).or(ServeFile::defaults());
+        let settings = self.flags(&mapped).or(file).or(ServeFile::defaults());
         if self.print_config {
             print!(
                 "{}",
@@ -334,6 +343,10 @@ impl ServeCommand {
                 config.max_depth = depth.0;
             }
             config.allow_guest_register = guests.allow_register.unwrap_or(false);
+            config.http_guests = burncache::HttpGuestGrants {
+                env: mapped.env.clone(),
+                dirs: mapped.dirs.clone(),
+            };
             config.outbound = burncache::OutboundPolicy {
                 allow: outbound.allow.iter().map(|p| p.0.clone()).collect(),
                 functions: outbound.functions.unwrap_or(false),
@@ -409,6 +422,12 @@ impl ServeCommand {
             .local_addr()
             .context("cannot read the listening address")?;
         println!("listening on http://{local}");
+        // The line `wasmtime serve` users (and their scripts) wait for: as it prints
+        // it, or as a log line where the log is JSON.
+        match log_format {
+            super::LogFormat::Text => eprintln!("Serving HTTP on http://{local}/"),
+            super::LogFormat::Json => tracing::info!("Serving HTTP on http://{local}/"),
+        }
         std::io::stdout()
             .flush()
             .context("cannot write to stdout")?;

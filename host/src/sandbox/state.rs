@@ -65,6 +65,9 @@ impl CallState {
             .allow_ip_name_lookup(false)
             .max_random_size(RANDOM_LIMIT);
         let stdio = grant(&mut wasi, grants, scope.ceilings.output_bytes);
+        if let Grants::Log { .. } = grants {
+            grant_http_guest(&mut wasi, &scope.host.config().http_guests);
+        }
         // HTTP guests may send what the allow-list lets through; other guests only
         // when the operator extends it to them.
         let may_send =
@@ -124,6 +127,21 @@ fn grant(wasi: &mut WasiCtxBuilder, grants: &Grants<'_>, output_bytes: u64) -> S
                 .stdout(PassThrough::new(tokio::io::stdout, budget.clone()))
                 .stderr(PassThrough::new(tokio::io::stderr, budget.clone()));
             Stdio::Passed(budget)
+        }
+    }
+}
+
+/// What the operator grants HTTP guests: environment variables, and directories
+/// (one that cannot be opened now is logged and left out of this call).
+fn grant_http_guest(wasi: &mut WasiCtxBuilder, granted: &crate::engine::HttpGuestGrants) {
+    use wasmtime_wasi::FsPerms;
+    wasi.envs(&granted.env);
+    for (host, guest) in &granted.dirs {
+        if let Err(e) = wasi.preopened_dir(host, guest, FsPerms::ReadWrite) {
+            tracing::warn!(
+                "cannot open {} for an HTTP guest (as {guest}): {e:#}",
+                host.display()
+            );
         }
     }
 }

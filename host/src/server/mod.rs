@@ -253,7 +253,9 @@ pub async fn serve(
             "the admin token is empty or not visible ASCII; give one a client can send".to_string(),
         ));
     }
-    if config.admin_token.is_none() && !local.ip().is_loopback() {
+    // Serving one component there are no admin routes to protect, so any address
+    // will do, as for `wasmtime serve`.
+    if config.admin_token.is_none() && !local.ip().is_loopback() && config.component.is_none() {
         return Err(Error::PermissionDenied(format!(
             "refusing to serve PUT and DELETE on {local}, which is not a loopback address, \
              without an admin token (--admin-token or BURNCACHE_ADMIN_TOKEN)"
