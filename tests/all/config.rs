@@ -1,7 +1,6 @@
 //! `burncache serve --config FILE` and `burncache config check FILE`, through the
 //! real binary.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -79,7 +78,8 @@ fn burncache() -> Command {
     command
 }
 
-fn printed(output: &Output) -> toml::Table {
+/// The settings `serve --print-config` printed, once it succeeded.
+pub(crate) fn printed(output: &Output) -> toml::Table {
     assert!(
         output.status.success(),
         "{}",
@@ -190,15 +190,7 @@ async fn a_served_config_file_takes_effect() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("start burncache serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the address line");
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let base = crate::serve::base_url(&mut child);
     let client = reqwest::Client::new();
     let bytes = std::fs::read(guests::ADVERSARY).expect("read the guest");
 

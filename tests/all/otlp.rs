@@ -1,7 +1,6 @@
 //! Traces over OTLP/HTTP (the `otlp` feature): the real binary sends its spans to a
 //! small OTLP receiver the test runs, and they carry the caller's trace.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -140,15 +139,7 @@ fn start(
         .stdout(Stdio::piped())
         .spawn()
         .expect("start burncache serve");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the address line");
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let base = crate::serve::base_url(&mut server);
     (server, base)
 }
 

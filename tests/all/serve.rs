@@ -11,6 +11,18 @@ use crate::{guests, tempdir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_burncache");
 
+/// The base URL a starting `burncache serve` (its stdout piped) says it listens on.
+pub(crate) fn base_url(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the address line");
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string()
+}
+
 /// A running `burncache serve`; stopped (SIGTERM) when dropped.
 pub(crate) struct Served {
     child: Child,
@@ -54,16 +66,7 @@ impl Served {
             .stderr(log)
             .spawn()
             .expect("start burncache serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("the address line");
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let base = base_url(&mut child);
         Served {
             child,
             base,

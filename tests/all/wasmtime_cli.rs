@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use crate::config::printed;
 use crate::{guests, tempdir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_burncache");
@@ -19,17 +20,6 @@ fn serve(args: &[&str]) -> std::process::Output {
         .env("RUST_LOG", "warn")
         .output()
         .expect("run burncache serve")
-}
-
-fn printed(output: &std::process::Output) -> toml::Table {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .parse()
-        .expect("the printed settings are TOML")
 }
 
 /// `-S`, `-W` and `-O` options burncache can honour become its own settings.

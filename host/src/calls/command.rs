@@ -41,13 +41,7 @@ pub(crate) async fn run_command(
         Ok(pre) => pre,
         Err(e) => return Outcome::refused(&registry.counters, e, started),
     };
-    let host: Arc<dyn Host> = registry.clone();
-    let grants = Grants::Command {
-        program: &options.program,
-        args: &options.args,
-        env: &options.env,
-    };
-    let sandbox = match Sandbox::new(Scope::top(host, &options.limits), grants) {
+    let sandbox = match program_sandbox(registry, &options) {
         Ok(sandbox) => sandbox,
         Err(e) => return Outcome::refused(&registry.counters, e, started),
     };
@@ -94,13 +88,7 @@ async fn run_script(
         runtime,
         whole_batch: false,
     };
-    let host: Arc<dyn Host> = registry.clone();
-    let grants = Grants::Command {
-        program: &options.program,
-        args: &options.args,
-        env: &options.env,
-    };
-    let sandbox = match Sandbox::new(Scope::top(host, &options.limits), grants) {
+    let sandbox = match program_sandbox(registry, &options) {
         Ok(sandbox) => sandbox,
         Err(e) => return Outcome::refused(&registry.counters, e, started),
     };
@@ -119,6 +107,18 @@ async fn run_script(
             Ok(status)
         })
         .await
+}
+
+/// A fresh sandbox for a program: the usual ceilings, its arguments, granted
+/// environment and passed-through stdio.
+fn program_sandbox(registry: &Arc<Registry>, options: &RunOptions) -> Result<Sandbox, Error> {
+    let host: Arc<dyn Host> = registry.clone();
+    let grants = Grants::Command {
+        program: &options.program,
+        args: &options.args,
+        env: &options.env,
+    };
+    Sandbox::new(Scope::top(host, &options.limits), grants)
 }
 
 async fn command_pre(

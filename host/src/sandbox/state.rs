@@ -74,7 +74,7 @@ impl CallState {
             matches!(grants, Grants::Log { .. }) || scope.host.config().outbound.functions;
         let http_hooks = GuestHttp {
             outbound: may_send.then(|| scope.clone()),
-            slots: crate::outbound::call_slots(),
+            slots: None,
             warned: false,
         };
         let mut http = WasiHttpCtx::new();
@@ -170,8 +170,9 @@ impl WasiHttpView for CallState {
 pub(crate) struct GuestHttp {
     /// The call's scope, when its guest may send requests at all.
     outbound: Option<Scope>,
-    /// The call's share of outgoing requests.
-    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The call's share of outgoing requests, made on its first request (most calls
+    /// send none).
+    slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
     /// Whether a denied request was logged already.
     warned: bool,
 }
@@ -234,7 +235,12 @@ impl WasiHttpHooks for GuestHttp {
         let mut request = request;
         propagate_trace(request.headers_mut());
         let host = scope.host.clone();
-        let sent = match host.outbound().send(request, &target, reach, &self.slots) {
+        let sent = match host.outbound().send(
+            request,
+            &target,
+            reach,
+            self.slots.get_or_insert_with(crate::outbound::call_slots),
+        ) {
             Ok(sent) => sent,
             Err(e) => {
                 Counters::bump(&host.counters().outbound_failed);
