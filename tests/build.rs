@@ -16,6 +16,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("HTTP_HELLO", "http-hello", "http-hello.wasm"),
     ("HTTP_CALLER", "http-caller", "http-caller.wasm"),
     ("DOUBLE", "double", "double.wasm"),
+    ("CONFORMANCE", "conformance", "conformance.wasm"),
 ];
 
 fn main() {
@@ -106,6 +107,33 @@ fn main() {
         "/// The JavaScript `udf` example, built with componentize-js.\npub const JS_UDF: &str = {:?};\n",
         js_udf.display().to_string()
     ));
+    for (constant, what, path) in [
+        (
+            "JS_HTTP",
+            "The JavaScript `fetch` handler (tests/fixtures/js-http), built with componentize-js.",
+            build_with(
+                Command::new("node").arg(root.join("tests/fixtures/js-http/build.mjs")),
+                &target_dir.join("js_http.wasm"),
+            ),
+        ),
+        (
+            "PY_HTTP",
+            "The Python wasi:http guest (tests/fixtures/py-http), built with componentize-py.",
+            build_with(
+                Command::new("sh").arg(root.join("tests/fixtures/py-http/build.sh")),
+                &target_dir.join("py_http.wasm"),
+            ),
+        ),
+    ] {
+        assert!(
+            tests_source.contains(constant),
+            "{constant} is built but no test in tests/all uses it"
+        );
+        out.push_str(&format!(
+            "/// {what}\npub const {constant}: &str = {:?};\n",
+            path.display().to_string()
+        ));
+    }
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it"));
     std::fs::write(out_dir.join("guests.rs"), out).expect("write guests.rs");
 }
@@ -126,6 +154,21 @@ fn build_js_udf(root: &Path, target_dir: &Path) -> PathBuf {
         .expect("run node (scripts/setup.sh checks it is installed)");
     assert!(status.success(), "building examples/js-udf failed");
     out
+}
+
+/// Runs a guest's build script (`command OUT`), whose tools `scripts/setup.sh`
+/// installed; the guest's path.
+fn build_with(command: &mut Command, out: &Path) -> PathBuf {
+    let status = command
+        .arg(out)
+        .status()
+        .expect("run a guest's build script (scripts/setup.sh installs its tools)");
+    assert!(
+        status.success(),
+        "building {} failed; has scripts/setup.sh run?",
+        out.display()
+    );
+    out.to_path_buf()
 }
 
 /// Every test source file's text, concatenated.

@@ -4,6 +4,7 @@ mod cli;
 mod cluster;
 mod compile;
 mod config;
+mod conformance;
 mod deploy;
 mod limits;
 mod nested;

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::{BurnCache, Digest, Error, ErrorKind, Limits};
+use crate::{BurnCache, Digest, Error, ErrorKind, Limits, Outcome};
 
 use self::conn::{SendDeadline, Share, Shares};
 use self::metrics::Metrics;
@@ -587,14 +587,39 @@ impl Server {
             {
                 Ok((response, finish)) => {
                     let _ = reply.send(Ok(response));
-                    if let Ok(outcome) = finish.await {
-                        tracing::debug!(
+                    match finish.await {
+                        Ok(Outcome {
+                            result: Ok(()),
+                            fuel_burned,
+                            ..
+                        }) => tracing::debug!(
                             target: "burncache::request",
                             request_id = &*id,
-                            fuel = outcome.fuel_burned,
-                            outcome = outcome.result.err().map_or("ok", |e| e.kind().as_str()),
+                            fuel = fuel_burned,
+                            outcome = "ok",
                             "guest finished"
-                        );
+                        ),
+                        // The head went out as `ok`; what the client got after it was
+                        // cut short, and the log says so (as `wasmtime serve`'s
+                        // "worker failed" line does).
+                        Ok(Outcome {
+                            result: Err(e),
+                            fuel_burned,
+                            ..
+                        }) => tracing::warn!(
+                            target: "burncache::request",
+                            request_id = &*id,
+                            fuel = fuel_burned,
+                            outcome = e.kind().as_str(),
+                            error = %e,
+                            "guest failed after its response head was sent; the body was cut short"
+                        ),
+                        Err(e) => tracing::error!(
+                            target: "burncache::request",
+                            request_id = &*id,
+                            error = %e,
+                            "the guest's task failed"
+                        ),
                     }
                 }
                 Err(e) => {
