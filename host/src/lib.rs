@@ -46,6 +46,7 @@ mod registry;
 mod calls;
 // the facade
 mod burncache;
+mod compose;
 mod inspect;
 // front ends
 pub mod server;
@@ -53,6 +54,7 @@ pub mod server;
 pub use artifacts::{ArtifactStats, artifact_stats, clear_artifacts, default_artifact_dir};
 pub use burncache::BurnCache;
 pub use calls::{HttpFinish, HttpResponse, RunOptions};
+pub use compose::compose;
 pub use digest::Digest;
 pub use engine::{Config, HttpGuestGrants};
 pub use error::{Error, ErrorKind};

@@ -56,40 +56,55 @@ fn manifest(path: &Path) -> toml::Table {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The standalone manifest the published crate builds the runtime with names the
-/// dependencies the workspace builds it with.
+/// The components the host crate builds from source: (their source directory in
+/// the host crate, their workspace member).
+const NESTED: [(&str, &str); 2] = [
+    ("js-runtime", "runtimes/js"),
+    ("client-component", "runtimes/client"),
+];
+
+/// The standalone manifests the published crate builds its components with name the
+/// dependencies the workspace builds them with.
 #[test]
 fn the_published_runtime_manifest_matches_the_workspaces() {
     let root = root();
     let workspace = manifest(&root.join("Cargo.toml"));
     let shared = &workspace["workspace"]["dependencies"];
-    let member = manifest(&root.join("runtimes/js/Cargo.toml"));
-    let standalone = manifest(&root.join("host/js-runtime/Cargo.toml.in"));
-    let resolved: toml::Table = member["dependencies"]
-        .as_table()
-        .expect("a table")
-        .iter()
-        .map(|(name, spec)| {
-            let spec = if spec.get("workspace").and_then(toml::Value::as_bool) == Some(true) {
-                match &shared[name.as_str()] {
-                    toml::Value::String(version) => toml::Value::Table(toml::Table::from_iter([(
-                        "version".to_string(),
-                        toml::Value::String(version.clone()),
-                    )])),
-                    table => table.clone(),
-                }
-            } else {
-                spec.clone()
-            };
-            (name.clone(), spec)
-        })
-        .collect();
-    assert_eq!(
-        standalone["dependencies"].as_table(),
-        Some(&resolved),
-        "host/js-runtime/Cargo.toml.in's dependencies differ from runtimes/js/Cargo.toml's"
-    );
-    assert_eq!(standalone["lib"], member["lib"]);
+    for (source, member_dir) in NESTED {
+        let member = manifest(&root.join(member_dir).join("Cargo.toml"));
+        let standalone = manifest(&root.join("host").join(source).join("Cargo.toml.in"));
+        let resolved: toml::Table = member["dependencies"]
+            .as_table()
+            .expect("a table")
+            .iter()
+            .map(|(name, spec)| {
+                let spec = if spec.get("workspace").and_then(toml::Value::as_bool) == Some(true) {
+                    let mut table = match &shared[name.as_str()] {
+                        toml::Value::String(version) => toml::Table::from_iter([(
+                            "version".to_string(),
+                            toml::Value::String(version.clone()),
+                        )]),
+                        toml::Value::Table(table) => table.clone(),
+                        other => panic!("{name}: {other:?}"),
+                    };
+                    // A member's own features add to the workspace's.
+                    if let Some(features) = spec.get("features") {
+                        table.insert("features".to_string(), features.clone());
+                    }
+                    toml::Value::Table(table)
+                } else {
+                    spec.clone()
+                };
+                (name.clone(), spec)
+            })
+            .collect();
+        assert_eq!(
+            standalone["dependencies"].as_table(),
+            Some(&resolved),
+            "host/{source}/Cargo.toml.in's dependencies differ from {member_dir}/Cargo.toml's"
+        );
+        assert_eq!(standalone["lib"], member["lib"]);
+    }
 }
 
 /// The versions a published crate builds its runtime with.
@@ -109,19 +124,27 @@ fn locked(path: &Path) -> std::collections::BTreeSet<(String, String)> {
         .collect()
 }
 
-/// The published crate builds its runtime locked to versions the workspace builds
-/// and tests it with (regenerate with `scripts/runtime-lock.sh` when they change).
+/// The published crate builds its components locked to versions the workspace builds
+/// and tests them with (regenerate with `scripts/runtime-lock.sh` when they change).
 #[test]
 fn the_published_runtime_lockfile_is_the_workspaces() {
     let root = root();
     let workspace = locked(&root.join("Cargo.lock"));
-    let published = locked(&root.join("host/js-runtime/Cargo.lock.in"));
-    let rquickjs = published.iter().any(|(name, _)| name == "rquickjs");
-    assert!(rquickjs, "the runtime's lockfile has rquickjs");
-    let stale: Vec<_> = published.difference(&workspace).collect();
-    assert!(
-        stale.is_empty(),
-        "host/js-runtime/Cargo.lock.in locks versions the workspace does not use: \
-         {stale:?}; regenerate it with scripts/runtime-lock.sh"
-    );
+    for (source, key) in [
+        ("js-runtime", "rquickjs"),
+        ("client-component", "wit-bindgen"),
+    ] {
+        let lockfile = format!("host/{source}/Cargo.lock.in");
+        let published = locked(&root.join(&lockfile));
+        assert!(
+            published.iter().any(|(name, _)| name == key),
+            "{lockfile} has {key}"
+        );
+        let stale: Vec<_> = published.difference(&workspace).collect();
+        assert!(
+            stale.is_empty(),
+            "{lockfile} locks versions the workspace does not use: {stale:?}; regenerate \
+             it with scripts/runtime-lock.sh"
+        );
+    }
 }

@@ -5,6 +5,7 @@ mod batch;
 mod cache;
 mod call;
 mod completion;
+mod compose;
 mod config;
 mod deploy;
 mod hash;
@@ -85,6 +86,7 @@ enum Command {
     Deploy(deploy::DeployCommand),
     Ls(ls::LsCommand),
     Cache(cache::CacheCommand),
+    Compose(compose::ComposeCommand),
     Serve(Box<serve::ServeCommand>),
     Config(config::ConfigCommand),
     Completion(completion::CompletionCommand),
@@ -111,6 +113,7 @@ impl Cli {
             Command::Deploy(c) => c.run().await,
             Command::Ls(c) => c.run().await,
             Command::Cache(c) => c.run(),
+            Command::Compose(c) => c.run(),
             Command::Serve(c) => c.run(self.log_format).await,
             Command::Config(c) => c.run(),
             Command::Completion(c) => c.run(),

@@ -544,9 +544,7 @@ fn batch_answer(results: Vec<Result<Payload, Error>>) -> String {
                 answer.push_str("\"}");
             }
             Err(e) => {
-                let error = json!({
-                    "error": { "kind": e.kind().as_str(), "message": super::client_message(&e) }
-                });
+                let error = json!({ "error": super::error_fields(&e) });
                 answer.push_str(&error.to_string());
             }
         }

@@ -717,7 +717,20 @@ pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
 /// An error as clients see it. What failed in the node's own resources (the store,
 /// the instance pool) is named, not where they live: the details go to the log.
 pub(crate) fn error_response(e: &Error) -> Response<Body> {
-    error_json(status_of(e.kind()), e.kind().as_str(), &client_message(e))
+    error_answer(status_of(e.kind()), error_fields(e))
+}
+
+/// An error as the API shows it: `{"kind", "message"}`, and `"limit"` for one that
+/// carries a number (the output ceiling, the depth limit), which clients read rather
+/// than parse from the message.
+pub(crate) fn error_fields(e: &Error) -> serde_json::Value {
+    let mut error = serde_json::json!({ "kind": e.kind().as_str(), "message": client_message(e) });
+    match e {
+        Error::OutputTooLarge(bytes) => error["limit"] = (*bytes).into(),
+        Error::DepthExceeded(depth) => error["limit"] = (*depth).into(),
+        _ => {}
+    }
+    error
 }
 
 /// An error's message as clients may see it.
@@ -729,7 +742,14 @@ pub(crate) fn client_message(e: &Error) -> String {
 /// An error answer: `{"error": {"kind", "message", "request_id"}}`, the request id
 /// being the one of the request being handled.
 pub(crate) fn error_json(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
-    let mut error = serde_json::json!({ "kind": kind, "message": message });
+    error_answer(
+        status,
+        serde_json::json!({ "kind": kind, "message": message }),
+    )
+}
+
+/// `{"error": ERROR}`, the request id added to `error`.
+fn error_answer(status: StatusCode, mut error: serde_json::Value) -> Response<Body> {
     if let Some(id) = request_id::current() {
         error["request_id"] = serde_json::Value::String(id.to_string());
     }

@@ -1,0 +1,373 @@
+//! `burn-cache` over HTTP: the component `burncache compose` plugs into a guest's
+//! `burn-cache` import. Each call becomes a request to a burncache server's JSON API
+//! (the server's base URL comes from the `remote` import, which `compose` fills in),
+//! and each error the server answers with becomes the `error` case of its kind.
+//!
+//! | `burn-cache`       | request                                   |
+//! |--------------------|-------------------------------------------|
+//! | `execute`          | `POST /v1/components/{digest}/call`       |
+//! | `execute-batch`    | `POST /v1/components/{digest}/batch`      |
+//! | `register`         | `PUT /v1/components`                      |
+//! | `register-by-hash` | `GET /v1/components/{digest}`             |
+//! | `forget`           | `DELETE /v1/components/{digest}`          |
+//!
+//! Limits travel as the API's `burncache-*` headers; the server caps them as it caps
+//! any client's.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "burncache:host/remote-client",
+    generate_all,
+});
+
+use exports::burncache::host::burn_cache::Guest;
+use exports::burncache::host::types::{Error, Limits, Payload};
+use wasi::http::outgoing_handler;
+use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+use wasi::io::streams::StreamError;
+
+struct Client;
+
+export!(Client);
+
+impl Guest for Client {
+    fn register(component: Vec<u8>) -> Result<String, Error> {
+        let answer = send(
+            Method::Put,
+            "/v1/components",
+            &[("content-type", "application/wasm")],
+            &component,
+        )?;
+        let status = answer.status;
+        let body = answer.ok()?;
+        digest_of(&body).ok_or_else(|| {
+            Error::Backend(format!(
+                "the burncache server answered {status} without a digest"
+            ))
+        })
+    }
+
+    fn register_by_hash(digest: String) -> Result<String, Error> {
+        check_digest(&digest)?;
+        send(Method::Get, &format!("/v1/components/{digest}"), &[], &[])?
+            .ok()
+            .map(|_| digest)
+    }
+
+    fn execute(digest: String, input: Payload, limits: Option<Limits>) -> Result<Payload, Error> {
+        check_digest(&digest)?;
+        let (content_type, body) = match &input {
+            Payload::Json(text) => ("application/json", text.as_bytes()),
+            Payload::Bytes(bytes) => ("application/octet-stream", bytes.as_slice()),
+        };
+        let mut headers = limit_headers(limits.as_ref());
+        headers.push(("content-type".to_string(), content_type.to_string()));
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let answer = send(
+            Method::Post,
+            &format!("/v1/components/{digest}/call"),
+            &headers,
+            body,
+        )?;
+        let is_bytes = answer
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("application/octet-stream"));
+        let body = answer.ok()?;
+        if is_bytes {
+            return Ok(Payload::Bytes(body));
+        }
+        String::from_utf8(body)
+            .map(Payload::Json)
+            .map_err(|_| Error::Backend("the server answered with JSON that is not UTF-8".into()))
+    }
+
+    fn execute_batch(
+        digest: String,
+        inputs: Vec<Payload>,
+        limits: Option<Limits>,
+    ) -> Result<Vec<Result<Payload, Error>>, Error> {
+        check_digest(&digest)?;
+        // The API's batches are JSON arrays of JSON rows.
+        let mut rows = Vec::with_capacity(inputs.len());
+        for input in &inputs {
+            match input {
+                Payload::Json(text) => rows.push(
+                    serde_json::from_str::<&serde_json::value::RawValue>(text)
+                        .map_err(|e| Error::InvalidInput(format!("a row is not JSON: {e}")))?,
+                ),
+                Payload::Bytes(_) => {
+                    return Err(Error::InvalidInput(
+                        "a remote batch carries JSON rows only; call `execute` for bytes".into(),
+                    ));
+                }
+            }
+        }
+        let body = serde_json::to_vec(&rows).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let mut headers = limit_headers(limits.as_ref());
+        headers.push(("content-type".to_string(), "application/json".to_string()));
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let answer = send(
+            Method::Post,
+            &format!("/v1/components/{digest}/batch"),
+            &headers,
+            &body,
+        )?;
+        let body = answer.ok()?;
+        let results: Vec<serde_json::Map<String, serde_json::Value>> =
+            serde_json::from_slice(&body).map_err(|e| {
+                Error::Backend(format!("the server's batch answer is not understood: {e}"))
+            })?;
+        if results.len() != inputs.len() {
+            return Err(Error::Backend(format!(
+                "the server answered {} rows for {} inputs",
+                results.len(),
+                inputs.len()
+            )));
+        }
+        Ok(results
+            .into_iter()
+            .map(|row| row_result(&digest, row))
+            .collect())
+    }
+
+    fn forget(digest: String) -> Result<(), Error> {
+        check_digest(&digest)?;
+        send(
+            Method::Delete,
+            &format!("/v1/components/{digest}"),
+            &[],
+            &[],
+        )?
+        .ok()
+        .map(drop)
+    }
+}
+
+/// A batch row's answer: `{"ok": VALUE}`, `{"ok_bytes_hex": HEX}` or
+/// `{"error": {"kind", "message"}}`.
+fn row_result(
+    digest: &str,
+    mut row: serde_json::Map<String, serde_json::Value>,
+) -> Result<Payload, Error> {
+    if let Some(value) = row.remove("ok") {
+        return Ok(Payload::Json(value.to_string()));
+    }
+    if let Some(serde_json::Value::String(hex)) = row.remove("ok_bytes_hex") {
+        return from_hex(&hex)
+            .map(Payload::Bytes)
+            .ok_or_else(|| Error::Backend("a row's bytes are not hex".into()));
+    }
+    match row.remove("error") {
+        Some(error) => Err(error_of(digest, &error)),
+        None => Err(Error::Backend(
+            "a batch row the client does not understand".into(),
+        )),
+    }
+}
+
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn limit_headers(limits: Option<&Limits>) -> Vec<(String, String)> {
+    let Some(limits) = limits else {
+        return Vec::new();
+    };
+    [
+        ("burncache-fuel", limits.fuel),
+        ("burncache-memory-bytes", limits.memory_bytes),
+        ("burncache-timeout-ms", limits.timeout_ms),
+        ("burncache-output-bytes", limits.output_bytes),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name.to_string(), value?.to_string())))
+    .collect()
+}
+
+/// Refused here, as the host refuses it, rather than sent as a malformed path.
+fn check_digest(digest: &str) -> Result<(), Error> {
+    let valid = digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidDigest(digest.to_string()))
+    }
+}
+
+fn digest_of(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    Some(value.get("digest")?.as_str()?.to_string())
+}
+
+/// What the server answered.
+struct Answer {
+    status: u16,
+    content_type: Option<String>,
+    body: Vec<u8>,
+    /// The digest the request was about, for `not-found`.
+    digest: String,
+}
+
+impl Answer {
+    /// The body of a success, or the error the server answered with.
+    fn ok(self) -> Result<Vec<u8>, Error> {
+        if (200..300).contains(&self.status) {
+            return Ok(self.body);
+        }
+        let error = serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|mut v| v.get_mut("error").map(serde_json::Value::take));
+        Err(match error {
+            Some(error) => error_of(&self.digest, &error),
+            None => unexpected(&self),
+        })
+    }
+}
+
+fn unexpected(answer: &Answer) -> Error {
+    let text = String::from_utf8_lossy(&answer.body);
+    let text: String = text.chars().take(200).collect();
+    Error::Backend(format!(
+        "the burncache server answered {}: {text}",
+        answer.status
+    ))
+}
+
+/// The server's `{"kind", "message", "limit"}` as the `error` case of that kind.
+fn error_of(digest: &str, error: &serde_json::Value) -> Error {
+    let message = error["message"].as_str().unwrap_or_default().to_string();
+    let limit = error["limit"].as_u64();
+    match error["kind"].as_str().unwrap_or_default() {
+        "not-found" => Error::NotFound(digest.to_string()),
+        "invalid-digest" => Error::InvalidDigest(digest.to_string()),
+        "compile-failed" => Error::CompileFailed(message),
+        "fuel-exhausted" => Error::FuelExhausted,
+        "memory-limit" => Error::MemoryLimit,
+        "timeout" => Error::Timeout,
+        "output-too-large" => Error::OutputTooLarge(limit.unwrap_or(0)),
+        "trap" => Error::Trap(message),
+        "guest" => Error::Guest(message),
+        "invalid-input" => Error::InvalidInput(message),
+        "permission-denied" | "unauthorized" | "forbidden" => Error::PermissionDenied(message),
+        "depth-exceeded" => {
+            Error::DepthExceeded(limit.and_then(|n| u32::try_from(n).ok()).unwrap_or(0))
+        }
+        "integrity" => Error::Integrity(message),
+        other => Error::Backend(format!("the burncache server: {other}: {message}")),
+    }
+}
+
+/// Sends one request to the server and reads its whole answer.
+fn send(
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Answer, Error> {
+    let server = burncache::host::remote::server();
+    let (scheme, rest) = match server.split_once("://") {
+        Some(("https", rest)) => (Scheme::Https, rest),
+        Some(("http", rest)) => (Scheme::Http, rest),
+        _ => {
+            return Err(Error::Backend(format!(
+                "the server URL {server:?} is not http(s)"
+            )));
+        }
+    };
+    let (authority, base) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let digest = path
+        .strip_prefix("/v1/components/")
+        .map(|rest| rest.split('/').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let transport =
+        |what: &str| Error::Backend(format!("calling the burncache server at {server}: {what}"));
+
+    let fields = Fields::new();
+    for (name, value) in headers {
+        fields
+            .append(name, value.as_bytes())
+            .map_err(|e| transport(&format!("header {name}: {e:?}")))?;
+    }
+    let request = OutgoingRequest::new(fields);
+    request
+        .set_method(&method)
+        .map_err(|()| transport("method"))?;
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| transport("scheme"))?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| transport("authority"))?;
+    request
+        .set_path_with_query(Some(&format!("{}{path}", base.trim_end_matches('/'))))
+        .map_err(|()| transport("path"))?;
+    let outgoing = request.body().map_err(|()| transport("the request body"))?;
+    let pending =
+        outgoing_handler::handle(request, None).map_err(|e| transport(&format!("{e:?}")))?;
+    {
+        let stream = outgoing
+            .write()
+            .map_err(|()| transport("the request body"))?;
+        for chunk in body.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| transport(&format!("sending the body: {e:?}")))?;
+        }
+    }
+    OutgoingBody::finish(outgoing, None).map_err(|e| transport(&format!("{e:?}")))?;
+    pending.subscribe().block();
+    let response = pending
+        .get()
+        .ok_or_else(|| transport("no response"))?
+        .map_err(|()| transport("the response, twice"))?
+        .map_err(|e| transport(&format!("{e:?}")))?;
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .first()
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    let incoming = response
+        .consume()
+        .map_err(|()| transport("the response body"))?;
+    let mut bytes = Vec::new();
+    {
+        let stream = incoming
+            .stream()
+            .map_err(|()| transport("the response body"))?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => bytes.extend(chunk),
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(transport(&e.to_debug_string()));
+                }
+            }
+        }
+    }
+    Ok(Answer {
+        status,
+        content_type,
+        body: bytes,
+        digest,
+    })
+}
