@@ -166,11 +166,11 @@ mod tests {
     #[test]
     fn server_urls_are_checked() {
         assert_eq!(
-            check_server("http://127.0.0.1:8080/").unwrap(),
+            check_server("http://127.0.0.1:8080/").expect("valid"),
             "http://127.0.0.1:8080"
         );
         assert_eq!(
-            check_server("https://cache.example/base").unwrap(),
+            check_server("https://cache.example/base").expect("valid"),
             "https://cache.example/base"
         );
         for bad in [
@@ -191,13 +191,13 @@ mod tests {
 
     #[test]
     fn a_guest_without_burn_cache_is_refused() {
-        let plain = wat::parse_str("(component)").unwrap();
-        let e = compose(&plain, "http://127.0.0.1:1").unwrap_err();
+        let plain = wat::parse_str("(component)").expect("valid WAT");
+        let e = compose(&plain, "http://127.0.0.1:1").expect_err("nothing to plug");
         assert!(
             matches!(e, Error::InvalidInput(_)) && e.to_string().contains("does not import"),
             "{e}"
         );
-        let e = compose(b"not wasm", "http://127.0.0.1:1").unwrap_err();
+        let e = compose(b"not wasm", "http://127.0.0.1:1").expect_err("not a component");
         assert!(matches!(e, Error::InvalidInput(_)), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod cluster;
 mod compile;
+mod compose;
 mod config;
 mod conformance;
 mod deploy;
