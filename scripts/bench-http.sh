@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # P2 and memory: HTTP throughput of `burncache serve` against `wasmtime serve` (the
 # wasmtime CLI of the same version) on the same wasi:http component, driven by the
-# same load generator at the same concurrency, one after the other; then the JSON
+# same load generator at the same concurrency, one after the other; then a 1 MiB
+# body streamed back by the conformance guest under both; then the JSON
 # API on add-one; then resident memory of `burncache serve` after ~1,000 and after
 # 100,000+ calls. Everything listens on 127.0.0.1 only.
 #
@@ -66,6 +67,13 @@ load() {
   echo "$rps $p99"
 }
 
+# A POST /echo's status, headers and body, in an order both servers share; without
+# `date`, and without the request id burncache adds (and the guest echoes).
+answer() {
+  curl -s -D - "$1" -H 'x-probe: 1' --data 'probe' | tr -d '\r' \
+    | grep -iv '^date:\|^x-request-id:\|^x-echo-x-request-id:' | sort
+}
+
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 echo "== hello (wasi:http): burncache serve vs wasmtime serve, wrk -t1 -c$connections -d$duration"
@@ -73,7 +81,7 @@ port=$(free_port)
 "$bc" serve --addr "127.0.0.1:$port" "$hello" > /dev/null 2>&1 &
 pids+=($!)
 wait_for "http://127.0.0.1:$port/"
-ours_answer=$(curl -s -D - "http://127.0.0.1:$port/echo?x=1" -H 'x-probe: 1' --data 'probe' | grep -iv '^date:')
+ours_answer=$(answer "http://127.0.0.1:$port/echo?x=1")
 read -r ours ours_p99 <<< "$(load "http://127.0.0.1:$port/")"
 kill "${pids[-1]}"
 
@@ -81,7 +89,7 @@ port=$(free_port)
 "$wasmtime" serve -S cli --addr "127.0.0.1:$port" "$hello" > /dev/null 2>&1 &
 pids+=($!)
 wait_for "http://127.0.0.1:$port/"
-theirs_answer=$(curl -s -D - "http://127.0.0.1:$port/echo?x=1" -H 'x-probe: 1' --data 'probe' | grep -iv '^date:')
+theirs_answer=$(answer "http://127.0.0.1:$port/echo?x=1")
 read -r theirs theirs_p99 <<< "$(load "http://127.0.0.1:$port/")"
 kill "${pids[-1]}"
 if [ "$ours_answer" != "$theirs_answer" ]; then
@@ -93,6 +101,33 @@ echo "same status, headers and body from both for POST /echo"
 printf 'burncache serve:  %10s req/s  p99 %s\n' "$ours" "$ours_p99"
 printf 'wasmtime serve:   %10s req/s  p99 %s\n' "$theirs" "$theirs_p99"
 python3 -c "print(f'ratio: {$ours / $theirs:.2f}x requests/s')"
+
+echo "== streamed echo (1 MiB POST /echo, echoed as it arrives): burncache serve vs wasmtime serve"
+CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+  cargo build --release --quiet --target wasm32-wasip2 -p conformance
+conformance="$root/target/wasm32-wasip2/release/conformance.wasm"
+echo_script=$(mktemp --suffix .lua)
+cat > "$echo_script" << 'LUA'
+wrk.method = "POST"
+wrk.body = string.rep("0123456789abcdef", 65536)
+wrk.headers["Content-Type"] = "application/octet-stream"
+LUA
+# Serves the conformance guest with `$@` and prints "requests/s p99" for the echo.
+echo_load() {
+  local port
+  port=$(free_port)
+  "$@" --addr "127.0.0.1:$port" "$conformance" > /dev/null 2>&1 &
+  pids+=($!)
+  wait_for "http://127.0.0.1:$port/no-such-route"
+  load "http://127.0.0.1:$port/echo" -s "$echo_script"
+  kill "${pids[-1]}"
+}
+read -r ours_echo ours_echo_p99 <<< "$(echo_load "$bc" serve)"
+read -r theirs_echo theirs_echo_p99 <<< "$(echo_load "$wasmtime" serve -S cli)"
+rm -f "$echo_script"
+printf 'burncache serve:  %10s req/s  (%s MiB/s each way)  p99 %s\n' "$ours_echo" "$ours_echo" "$ours_echo_p99"
+printf 'wasmtime serve:   %10s req/s  (%s MiB/s each way)  p99 %s\n' "$theirs_echo" "$theirs_echo" "$theirs_echo_p99"
+python3 -c "print(f'ratio: {$ours_echo / $theirs_echo:.2f}x requests/s')"
 
 echo "== JSON API: POST /v1/components/{add-one}/call, wrk -t1 -c$connections -d$duration"
 port=$(free_port)

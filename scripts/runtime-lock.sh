@@ -9,6 +9,7 @@ for pair in js-runtime:runtimes/js client-component:runtimes/client; do
   source=${pair%%:*}
   member=${pair#*:}
   stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' EXIT
   mkdir -p "$stage/$member" "$stage/host/$source"
   cp "host/$source/Cargo.toml.in" "$stage/$member/Cargo.toml"
   cp -r "host/$source/src" "$stage/host/$source/src"

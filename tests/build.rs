@@ -114,6 +114,11 @@ fn main() {
             build_with(
                 Command::new("node").arg(root.join("tests/fixtures/js-http/build.mjs")),
                 &target_dir.join("js_http.wasm"),
+                &[
+                    root.join("tests/fixtures/js-http"),
+                    root.join("wit"),
+                    root.join("examples/js-udf/package-lock.json"),
+                ],
             ),
         ),
         (
@@ -122,6 +127,7 @@ fn main() {
             build_with(
                 Command::new("sh").arg(root.join("tests/fixtures/py-http/build.sh")),
                 &target_dir.join("py_http.wasm"),
+                &[root.join("tests/fixtures/py-http"), root.join("wit")],
             ),
         ),
     ] {
@@ -157,8 +163,12 @@ fn build_js_udf(root: &Path, target_dir: &Path) -> PathBuf {
 }
 
 /// Runs a guest's build script (`command OUT`), whose tools `scripts/setup.sh`
-/// installed; the guest's path.
-fn build_with(command: &mut Command, out: &Path) -> PathBuf {
+/// installed, unless OUT is newer than everything in `sources`; the guest's path.
+fn build_with(command: &mut Command, out: &Path, sources: &[PathBuf]) -> PathBuf {
+    let built = std::fs::metadata(out).and_then(|m| m.modified()).ok();
+    if built.is_some_and(|built| sources.iter().all(|source| newest(source) < built)) {
+        return out.to_path_buf();
+    }
     let status = command
         .arg(out)
         .status()
@@ -169,6 +179,19 @@ fn build_with(command: &mut Command, out: &Path) -> PathBuf {
         out.display()
     );
     out.to_path_buf()
+}
+
+/// When the newest file at or under `path` was changed.
+fn newest(path: &Path) -> std::time::SystemTime {
+    let here = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+    let below = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| newest(&entry.path()));
+    below.fold(here, std::cmp::max)
 }
 
 /// Every test source file's text, concatenated.

@@ -44,14 +44,14 @@ pub fn compose(guest: &[u8], server: &str) -> Result<Vec<u8>, Error> {
     let mut graph = CompositionGraph::new();
     let socket = register(&mut graph, "burncache:guest", guest)
         .map_err(|e| Error::InvalidInput(format!("the guest is not a component: {e}")))?;
-    let imports_burn_cache = graph.types()[graph[socket].ty()]
+    let imports_burncache = graph.types()[graph[socket].ty()]
         .imports
         .keys()
-        .any(|name| name.starts_with("burncache:host/burn-cache@"));
-    if !imports_burn_cache {
+        .any(|name| name.starts_with("burncache:host/"));
+    if !imports_burncache {
         return Err(Error::InvalidInput(
-            "the guest does not import burncache:host/burn-cache, so there is nothing to \
-             compose: it runs under any wasi:http host as it is"
+            "the guest imports nothing of burncache:host, so there is nothing to compose: \
+             it runs under any wasi:http host as it is"
                 .to_string(),
         ));
     }
@@ -65,7 +65,7 @@ pub fn compose(guest: &[u8], server: &str) -> Result<Vec<u8>, Error> {
     })?;
     let composed = graph
         .encode(EncodeOptions::default())
-        .map_err(|e| Error::InvalidInput(format!("encoding the composition: {}", chain(&e))))?;
+        .map_err(|e| Error::Backend(format!("encoding the composition: {}", chain(&e))))?;
     // What is left to import must be the host's: a burncache import left over would
     // make the promise of "WASI only" false.
     let mut check = CompositionGraph::new();
@@ -109,8 +109,9 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The server's base URL, checked: `http` or `https`, a host, no user information,
-/// query or fragment; without a trailing slash.
+/// The server's base URL, checked (`http` or `https`, a host, a valid port if any, no
+/// user information, query or fragment) and written the way the client reads it: the
+/// scheme in lower case, no trailing slash.
 fn check_server(server: &str) -> Result<String, Error> {
     let invalid = |why: &str| {
         Error::InvalidInput(format!(
@@ -122,18 +123,28 @@ fn check_server(server: &str) -> Result<String, Error> {
         return Err(invalid("is too long"));
     }
     let uri: http::Uri = server.parse().map_err(|_| invalid("is not a URL"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
+    let scheme = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("http") => "http",
+        Some("https") => "https",
         _ => return Err(invalid("is not http or https")),
-    }
+    };
     let authority = uri.authority().ok_or_else(|| invalid("has no host"))?;
     if authority.as_str().contains('@') {
         return Err(invalid("carries user information"));
     }
+    if authority.port().is_some() && authority.port_u16().is_none() {
+        return Err(invalid("has an invalid port"));
+    }
+    if authority.host().is_empty() {
+        return Err(invalid("has no host"));
+    }
     if uri.query().is_some() || server.contains('#') {
         return Err(invalid("has a query or fragment"));
     }
-    Ok(server.trim_end_matches('/').to_string())
+    Ok(format!(
+        "{scheme}://{authority}{}",
+        uri.path().trim_end_matches('/')
+    ))
 }
 
 /// A component exporting `remote` whose `server` returns `server`: a core module
@@ -173,12 +184,17 @@ mod tests {
             check_server("https://cache.example/base").expect("valid"),
             "https://cache.example/base"
         );
+        assert_eq!(
+            check_server("HTTP://[::1]:8080/base/").expect("valid"),
+            "http://[::1]:8080/base"
+        );
         for bad in [
             "127.0.0.1:8080",
             "ftp://host",
             "http://user:pw@host",
             "http://host/?q=1",
             "http://host/#x",
+            "http://host:99999",
             "",
         ] {
             assert!(
@@ -194,7 +210,7 @@ mod tests {
         let plain = wat::parse_str("(component)").expect("valid WAT");
         let e = compose(&plain, "http://127.0.0.1:1").expect_err("nothing to plug");
         assert!(
-            matches!(e, Error::InvalidInput(_)) && e.to_string().contains("does not import"),
+            matches!(e, Error::InvalidInput(_)) && e.to_string().contains("imports nothing"),
             "{e}"
         );
         let e = compose(b"not wasm", "http://127.0.0.1:1").expect_err("not a component");

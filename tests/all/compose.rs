@@ -46,7 +46,10 @@ async fn a_composed_guest_under_wasmtime_serve_calls_a_burncache_server() {
     );
 
     let host = Wasmtime::serve(&["-S", "cli"], out.to_str().expect("a UTF-8 path"));
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .expect("a client");
     let get = |path: String| {
         let client = client.clone();
         let url = format!("http://{}{path}", host.addr);
@@ -63,7 +66,9 @@ async fn a_composed_guest_under_wasmtime_serve_calls_a_burncache_server() {
     );
     let metrics = server.metrics("/metrics").await;
     assert!(
-        metrics.lines().any(|line| line == "burncache_calls_ok_total 1"),
+        metrics
+            .lines()
+            .any(|line| line == "burncache_calls_ok_total 1"),
         "{metrics}"
     );
     // ...and its errors come back as the `error` case of their kind.
@@ -76,6 +81,42 @@ async fn a_composed_guest_under_wasmtime_serve_calls_a_burncache_server() {
         (status, text.as_str()),
         (502, r#"Error::InvalidDigest("not-a-digest")"#)
     );
+
+    // The composed guest under wasmtime serve sees what the same guest sees under
+    // burncache itself: batches row by row, a ceiling's number, a refused register.
+    let native = server.deploy(guests::HTTP_CALLER).await;
+    for path in [
+        format!("/batch/{add_one}?n=1,2,3"),
+        format!("/batch/{unknown}?n=1"),
+        format!("/tiny/{add_one}"),
+        "/register".to_string(),
+    ] {
+        let composed = get(path.clone()).await;
+        let response = client
+            .get(server.url(&format!("/v1/http/{native}{path}")))
+            .send()
+            .await
+            .expect("GET");
+        let direct = (
+            response.status().as_u16(),
+            response.text().await.expect("text"),
+        );
+        assert_eq!(composed, direct, "{path}");
+    }
+    assert_eq!(
+        get(format!("/batch/{add_one}?n=1,2,3")).await.1,
+        "ok {\"n\":2}\nok {\"n\":3}\nok {\"n\":4}\n"
+    );
+    assert_eq!(
+        get(format!("/tiny/{add_one}")).await.1,
+        "Err(OutputTooLarge(2))\n"
+    );
+    assert!(
+        get("/register".to_string())
+            .await
+            .1
+            .starts_with("Err(PermissionDenied(")
+    );
 }
 
 #[test]
@@ -84,7 +125,7 @@ fn compose_refuses_what_it_cannot_compose() {
     // A guest without the import: nothing to compose (invalid-input, exit 19).
     let plain = compose(guests::HTTP_HELLO, "http://127.0.0.1:8080", &out);
     assert_eq!(plain.status.code(), Some(19), "{plain:?}");
-    assert!(String::from_utf8_lossy(&plain.stderr).contains("does not import"));
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("imports nothing"));
     // A server that is not an http(s) base URL.
     let bad = compose(guests::HTTP_CALLER, "ftp://127.0.0.1", &out);
     assert_eq!(bad.status.code(), Some(19), "{bad:?}");

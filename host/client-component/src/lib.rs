@@ -7,12 +7,12 @@
 //! |--------------------|-------------------------------------------|
 //! | `execute`          | `POST /v1/components/{digest}/call`       |
 //! | `execute-batch`    | `POST /v1/components/{digest}/batch`      |
-//! | `register`         | `PUT /v1/components`                      |
 //! | `register-by-hash` | `GET /v1/components/{digest}`             |
-//! | `forget`           | `DELETE /v1/components/{digest}`          |
 //!
-//! Limits travel as the API's `burncache-*` headers; the server caps them as it caps
-//! any client's.
+//! `register` and `forget` are refused (`permission-denied`), as a node refuses them
+//! to guests unless its operator allows it: deploying is the deployer's. Limits
+//! travel as the API's `burncache-*` headers; the server caps them as it caps any
+//! client's, and a `timeout-ms` also bounds the wait for the server's answer.
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -23,7 +23,7 @@ wit_bindgen::generate!({
 use exports::burncache::host::burn_cache::Guest;
 use exports::burncache::host::types::{Error, Limits, Payload};
 use wasi::http::outgoing_handler;
-use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
+use wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
 use wasi::io::streams::StreamError;
 
 struct Client;
@@ -31,27 +31,27 @@ struct Client;
 export!(Client);
 
 impl Guest for Client {
-    fn register(component: Vec<u8>) -> Result<String, Error> {
-        let answer = send(
-            Method::Put,
-            "/v1/components",
-            &[("content-type", "application/wasm")],
-            &component,
-        )?;
-        let status = answer.status;
-        let body = answer.ok()?;
-        digest_of(&body).ok_or_else(|| {
-            Error::Backend(format!(
-                "the burncache server answered {status} without a digest"
-            ))
-        })
+    /// Deploying is the deployer's: a composed guest gets the `permission-denied` a
+    /// guest gets from a node that does not allow guests to register.
+    fn register(_component: Vec<u8>) -> Result<String, Error> {
+        Err(Error::PermissionDenied(
+            "a composed guest may not register components; deploy them with `burncache \
+             deploy` or the server's PUT /v1/components"
+                .into(),
+        ))
     }
 
     fn register_by_hash(digest: String) -> Result<String, Error> {
         check_digest(&digest)?;
-        send(Method::Get, &format!("/v1/components/{digest}"), &[], &[])?
-            .ok()
-            .map(|_| digest)
+        send(
+            Method::Get,
+            &format!("/v1/components/{digest}"),
+            &[],
+            &[],
+            None,
+        )?
+        .ok()
+        .map(|_| digest)
     }
 
     fn execute(digest: String, input: Payload, limits: Option<Limits>) -> Result<Payload, Error> {
@@ -71,6 +71,7 @@ impl Guest for Client {
             &format!("/v1/components/{digest}/call"),
             &headers,
             body,
+            limits.as_ref().and_then(|l| l.timeout_ms),
         )?;
         let is_bytes = answer
             .content_type
@@ -118,12 +119,12 @@ impl Guest for Client {
             &format!("/v1/components/{digest}/batch"),
             &headers,
             &body,
+            limits.as_ref().and_then(|l| l.timeout_ms),
         )?;
         let body = answer.ok()?;
-        let results: Vec<serde_json::Map<String, serde_json::Value>> =
-            serde_json::from_slice(&body).map_err(|e| {
-                Error::Backend(format!("the server's batch answer is not understood: {e}"))
-            })?;
+        let results: Vec<Row<'_>> = serde_json::from_slice(&body).map_err(|e| {
+            Error::Backend(format!("the server's batch answer is not understood: {e}"))
+        })?;
         if results.len() != inputs.len() {
             return Err(Error::Backend(format!(
                 "the server answered {} rows for {} inputs",
@@ -131,44 +132,45 @@ impl Guest for Client {
                 inputs.len()
             )));
         }
-        Ok(results
-            .into_iter()
-            .map(|row| row_result(&digest, row))
-            .collect())
+        Ok(results.into_iter().map(|row| row.result(&digest)).collect())
     }
 
+    /// As `register`: the deployer's, not a composed guest's.
     fn forget(digest: String) -> Result<(), Error> {
         check_digest(&digest)?;
-        send(
-            Method::Delete,
-            &format!("/v1/components/{digest}"),
-            &[],
-            &[],
-        )?
-        .ok()
-        .map(drop)
+        Err(Error::PermissionDenied(
+            "a composed guest may not make the server forget components".into(),
+        ))
     }
 }
 
 /// A batch row's answer: `{"ok": VALUE}`, `{"ok_bytes_hex": HEX}` or
-/// `{"error": {"kind", "message"}}`.
-fn row_result(
-    digest: &str,
-    mut row: serde_json::Map<String, serde_json::Value>,
-) -> Result<Payload, Error> {
-    if let Some(value) = row.remove("ok") {
-        return Ok(Payload::Json(value.to_string()));
-    }
-    if let Some(serde_json::Value::String(hex)) = row.remove("ok_bytes_hex") {
-        return from_hex(&hex)
-            .map(Payload::Bytes)
-            .ok_or_else(|| Error::Backend("a row's bytes are not hex".into()));
-    }
-    match row.remove("error") {
-        Some(error) => Err(error_of(digest, &error)),
-        None => Err(Error::Backend(
-            "a batch row the client does not understand".into(),
-        )),
+/// `{"error": {"kind", "message"}}`. The value is kept as the text the server sent
+/// (the guest's own), never parsed into numbers and re-printed.
+#[derive(serde::Deserialize)]
+struct Row<'a> {
+    #[serde(borrow)]
+    ok: Option<&'a serde_json::value::RawValue>,
+    ok_bytes_hex: Option<String>,
+    error: Option<serde_json::Value>,
+}
+
+impl Row<'_> {
+    fn result(self, digest: &str) -> Result<Payload, Error> {
+        if let Some(value) = self.ok {
+            return Ok(Payload::Json(value.get().to_string()));
+        }
+        if let Some(hex) = self.ok_bytes_hex {
+            return from_hex(&hex)
+                .map(Payload::Bytes)
+                .ok_or_else(|| Error::Backend("a row's bytes are not hex".into()));
+        }
+        match self.error {
+            Some(error) => Err(error_of(digest, &error)),
+            None => Err(Error::Backend(
+                "a batch row the client does not understand".into(),
+            )),
+        }
     }
 }
 
@@ -210,11 +212,6 @@ fn check_digest(digest: &str) -> Result<(), Error> {
     }
 }
 
-fn digest_of(body: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    Some(value.get("digest")?.as_str()?.to_string())
-}
-
 /// What the server answered.
 struct Answer {
     status: u16,
@@ -254,7 +251,11 @@ fn error_of(digest: &str, error: &serde_json::Value) -> Error {
     let message = error["message"].as_str().unwrap_or_default().to_string();
     let limit = error["limit"].as_u64();
     match error["kind"].as_str().unwrap_or_default() {
-        "not-found" => Error::NotFound(digest.to_string()),
+        // The server's own 404 for a route it does not have (a wrong --server path)
+        // is not a missing component.
+        "not-found" if !digest.is_empty() && message.contains(digest) => {
+            Error::NotFound(digest.to_string())
+        }
         "invalid-digest" => Error::InvalidDigest(digest.to_string()),
         "compile-failed" => Error::CompileFailed(message),
         "fuel-exhausted" => Error::FuelExhausted,
@@ -263,22 +264,29 @@ fn error_of(digest: &str, error: &serde_json::Value) -> Error {
         "output-too-large" => Error::OutputTooLarge(limit.unwrap_or(0)),
         "trap" => Error::Trap(message),
         "guest" => Error::Guest(message),
-        "invalid-input" => Error::InvalidInput(message),
+        "invalid-input" | "too-large" => Error::InvalidInput(message),
         "permission-denied" | "unauthorized" | "forbidden" => Error::PermissionDenied(message),
         "depth-exceeded" => {
             Error::DepthExceeded(limit.and_then(|n| u32::try_from(n).ok()).unwrap_or(0))
         }
         "integrity" => Error::Integrity(message),
+        "backend" => Error::Backend(message),
         other => Error::Backend(format!("the burncache server: {other}: {message}")),
     }
 }
 
-/// Sends one request to the server and reads its whole answer.
+/// How much longer than the call's own deadline the client waits for the server's
+/// answer: the request's way there and back.
+const SLACK_MS: u64 = 5_000;
+
+/// Sends one request to the server and reads its whole answer; with `timeout_ms`,
+/// the wait for the answer's head and for each part of its body is bounded.
 fn send(
     method: Method,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
+    timeout_ms: Option<u64>,
 ) -> Result<Answer, Error> {
     let server = burncache::host::remote::server();
     let (scheme, rest) = match server.split_once("://") {
@@ -302,7 +310,11 @@ fn send(
         |what: &str| Error::Backend(format!("calling the burncache server at {server}: {what}"));
 
     let fields = Fields::new();
-    for (name, value) in headers {
+    // A declared length lets the server refuse a body it will not take before it
+    // is sent.
+    let length = body.len().to_string();
+    let declared = (!body.is_empty()).then_some(("content-length", length.as_str()));
+    for (name, value) in headers.iter().chain(declared.iter()) {
         fields
             .append(name, value.as_bytes())
             .map_err(|e| transport(&format!("header {name}: {e:?}")))?;
@@ -321,25 +333,39 @@ fn send(
         .set_path_with_query(Some(&format!("{}{path}", base.trim_end_matches('/'))))
         .map_err(|()| transport("path"))?;
     let outgoing = request.body().map_err(|()| transport("the request body"))?;
+    let options = timeout_ms.map(|ms| {
+        let options = RequestOptions::new();
+        let wait = ms.saturating_add(SLACK_MS).saturating_mul(1_000_000);
+        // Hosts that do not support a timeout keep their own.
+        let _ = options.set_first_byte_timeout(Some(wait));
+        let _ = options.set_between_bytes_timeout(Some(wait));
+        options
+    });
     let pending =
-        outgoing_handler::handle(request, None).map_err(|e| transport(&format!("{e:?}")))?;
-    {
+        outgoing_handler::handle(request, options).map_err(|e| transport(&format!("{e:?}")))?;
+    // A server that refuses the request early stops reading its body: then its
+    // answer says why, better than the failed write.
+    let sent = {
         let stream = outgoing
             .write()
             .map_err(|()| transport("the request body"))?;
-        for chunk in body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| transport(&format!("sending the body: {e:?}")))?;
-        }
-    }
-    OutgoingBody::finish(outgoing, None).map_err(|e| transport(&format!("{e:?}")))?;
+        body.chunks(4096)
+            .try_for_each(|chunk| stream.blocking_write_and_flush(chunk))
+            .map_err(|e| transport(&format!("sending the body: {e:?}")))
+    };
+    let sent = sent.and_then(|()| {
+        OutgoingBody::finish(outgoing, None).map_err(|e| transport(&format!("{e:?}")))
+    });
     pending.subscribe().block();
     let response = pending
         .get()
         .ok_or_else(|| transport("no response"))?
         .map_err(|()| transport("the response, twice"))?
-        .map_err(|e| transport(&format!("{e:?}")))?;
+        .map_err(|e| {
+            sent.clone()
+                .err()
+                .unwrap_or_else(|| transport(&format!("{e:?}")))
+        })?;
     let status = response.status();
     let content_type = response
         .headers()

@@ -34,7 +34,21 @@ impl ComposeCommand {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         let guest = super::read(&self.guest)?;
         let composed = burncache::compose(&guest, &self.server)?;
-        std::fs::write(&self.output, &composed)
+        // Written beside the output and renamed into place: a reader never sees half
+        // a component.
+        let name = self
+            .output
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        let partial = self
+            .output
+            .with_file_name(format!(".{name}.{}.partial", std::process::id()));
+        std::fs::write(&partial, &composed)
+            .and_then(|()| std::fs::rename(&partial, &self.output))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&partial);
+            })
             .with_context(|| format!("write {}", self.output.display()))?;
         eprintln!(
             "wrote {} ({} bytes): {} calling {}",

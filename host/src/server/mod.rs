@@ -599,9 +599,8 @@ impl Server {
                             outcome = "ok",
                             "guest finished"
                         ),
-                        // The head went out as `ok`; what the client got after it was
-                        // cut short, and the log says so (as `wasmtime serve`'s
-                        // "worker failed" line does).
+                        // The head went out as `ok`; the log says how the guest ended
+                        // (as `wasmtime serve`'s "worker failed" line does).
                         Ok(Outcome {
                             result: Err(e),
                             fuel_burned,
@@ -612,7 +611,7 @@ impl Server {
                             fuel = fuel_burned,
                             outcome = e.kind().as_str(),
                             error = %e,
-                            "guest failed after its response head was sent; the body was cut short"
+                            "guest failed after its response head was sent"
                         ),
                         Err(e) => tracing::error!(
                             target: "burncache::request",
