@@ -38,6 +38,11 @@ test -f "$add_one" || {
     echo "package: $add_one is missing; run cargo test first" >&2
     exit 1
 }
+caller=target/guests/wasm32-wasip2/release/http-caller.wasm
+test -f "$caller" || {
+    echo "package: $caller is missing; run cargo test first" >&2
+    exit 1
+}
 for installed in "$work/host" "$work/packaged"; do
     bin="$installed/bin/burncache"
     node="$installed/node"
@@ -53,5 +58,15 @@ for installed in "$work/host" "$work/packaged"; do
         echo "package: $bin ran add-one to $answer" >&2
         exit 1
     fi
+    # The embedded client component: a composed guest imports only WASI.
+    "$bin" compose "$caller" --server http://127.0.0.1:8080 -o "$node/composed.wasm" 2> /dev/null
+    imports=$("$bin" inspect --json "$node/composed.wasm" \
+        | python3 -c 'import json, sys; print(" ".join(json.load(sys.stdin)["imports"]))')
+    case " $imports" in
+        *" burncache:"*)
+            echo "package: $bin composed a guest that still imports $imports" >&2
+            exit 1
+            ;;
+    esac
     echo "package: $bin works"
 done

@@ -132,7 +132,17 @@ fn check_server(server: &str) -> Result<String, Error> {
     if authority.as_str().contains('@') {
         return Err(invalid("carries user information"));
     }
-    if authority.port().is_some() && authority.port_u16().is_none() {
+    // What follows the host must be a port that fits in 16 bits, if anything.
+    let port = authority
+        .as_str()
+        .strip_prefix(authority.host())
+        .unwrap_or_default();
+    if !port.is_empty()
+        && port
+            .strip_prefix(':')
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_none()
+    {
         return Err(invalid("has an invalid port"));
     }
     if authority.host().is_empty() {
