@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Checks that the crates can be published and installed: `cargo package` (which
 # builds each packaged crate on its own, outside the workspace) for burncache-guest
-# and burncache, then `cargo install` of the host from the workspace and from the
-# packaged crate, each binary run on a JavaScript script (the embedded runtime)
-# and a Rust component.
+# and burncache, then `cargo install` of the packaged crate; that binary and the
+# workspace's (the one `cargo test` built) each run a JavaScript script (the
+# embedded runtime), a Rust component, and `compose` (the embedded client).
 #
-# The installs are debug builds into the shared target directory, so that they
-# reuse what `cargo test` (with the `otlp` feature) and `cargo package` (without)
-# built; a release install (`cargo install --locked --path host`) differs only in
-# its profile.
+# The install is a debug build into the shared target directory, so that it reuses
+# what `cargo package` built; a release install (`cargo install --locked --path
+# host`) differs only in its profile. Installing from the workspace too would build
+# the binary once more with features resolved for the host crate alone, for nothing
+# the packaged install does not show.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +27,12 @@ test -f "$packaged/js-runtime/Cargo.toml.in" || {
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "package: cargo install --path host"
-cargo install --locked --debug --path host --features otlp --root "$work/host" --target-dir target
+test -x target/debug/burncache || {
+    echo "package: target/debug/burncache is missing; run cargo test first" >&2
+    exit 1
+}
+mkdir -p "$work/host/bin"
+cp target/debug/burncache "$work/host/bin/burncache"
 echo "package: cargo install from the packaged crate"
 cargo install --locked --debug --path "$packaged" --root "$work/packaged" --target-dir target
 

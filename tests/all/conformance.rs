@@ -309,6 +309,16 @@ async fn same_status(burncache: &str, wasmtime: &str, exchange: &Exchange) -> Op
     ours.status
 }
 
+/// The guest's `GET /fetch` of a local upstream, answered alike.
+async fn fetches_alike(burncache: &str, wasmtime: &str, upstream: &Upstream) {
+    let exchange = Exchange::get(format!("/fetch?url={}x", upstream.url()));
+    let fetched = same(burncache, wasmtime, &exchange).await;
+    assert_eq!(
+        (fetched.status, fetched.text().as_str()),
+        (Some(200), "upstream ok")
+    );
+}
+
 /// A body no two offsets of which repeat in step with a power of two.
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
@@ -415,16 +425,7 @@ async fn the_conformance_guest_is_answered_alike_by_both_servers() {
     );
 
     // An outgoing request to a local upstream.
-    let fetched = same(
-        &b,
-        &w,
-        &Exchange::get(format!("/fetch?url={}x", upstream.url())),
-    )
-    .await;
-    assert_eq!(
-        (fetched.status, fetched.text().as_str()),
-        (Some(200), "upstream ok")
-    );
+    fetches_alike(&b, &w, &upstream).await;
 
     // A guest that fails once its head is out: the answer is cut off under both
     // (whether the head and the first line reach the client before the connection
@@ -549,16 +550,7 @@ async fn answered_alike(guest: &str, hello: &str) {
     assert_eq!(names, seen_by_theirs.text());
     assert_eq!(names, "x-custom\n", "hop-by-hop headers are hidden");
 
-    let fetched = same(
-        &b,
-        &w,
-        &Exchange::get(format!("/fetch?url={}x", upstream.url())),
-    )
-    .await;
-    assert_eq!(
-        (fetched.status, fetched.text().as_str()),
-        (Some(200), "upstream ok")
-    );
+    fetches_alike(&b, &w, &upstream).await;
 
     let missing = same(&b, &w, &Exchange::get("/no-such-route")).await;
     assert_eq!(missing.status, Some(404));

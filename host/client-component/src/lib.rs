@@ -60,19 +60,7 @@ impl Guest for Client {
             Payload::Json(text) => ("application/json", text.as_bytes()),
             Payload::Bytes(bytes) => ("application/octet-stream", bytes.as_slice()),
         };
-        let mut headers = limit_headers(limits.as_ref());
-        headers.push(("content-type".to_string(), content_type.to_string()));
-        let headers: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let answer = send(
-            Method::Post,
-            &format!("/v1/components/{digest}/call"),
-            &headers,
-            body,
-            limits.as_ref().and_then(|l| l.timeout_ms),
-        )?;
+        let answer = post(&digest, "call", content_type, body, limits.as_ref())?;
         let is_bytes = answer
             .content_type
             .as_deref()
@@ -108,19 +96,7 @@ impl Guest for Client {
             }
         }
         let body = serde_json::to_vec(&rows).map_err(|e| Error::InvalidInput(e.to_string()))?;
-        let mut headers = limit_headers(limits.as_ref());
-        headers.push(("content-type".to_string(), "application/json".to_string()));
-        let headers: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let answer = send(
-            Method::Post,
-            &format!("/v1/components/{digest}/batch"),
-            &headers,
-            &body,
-            limits.as_ref().and_then(|l| l.timeout_ms),
-        )?;
+        let answer = post(&digest, "batch", "application/json", &body, limits.as_ref())?;
         let body = answer.ok()?;
         let results: Vec<Row<'_>> = serde_json::from_slice(&body).map_err(|e| {
             Error::Backend(format!("the server's batch answer is not understood: {e}"))
@@ -184,19 +160,40 @@ fn from_hex(hex: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn limit_headers(limits: Option<&Limits>) -> Vec<(String, String)> {
-    let Some(limits) = limits else {
-        return Vec::new();
-    };
-    [
-        ("burncache-fuel", limits.fuel),
-        ("burncache-memory-bytes", limits.memory_bytes),
-        ("burncache-timeout-ms", limits.timeout_ms),
-        ("burncache-output-bytes", limits.output_bytes),
+/// `POST /v1/components/{digest}/{route}` with `body`, and `limits` as the API's
+/// headers.
+fn post(
+    digest: &str,
+    route: &str,
+    content_type: &str,
+    body: &[u8],
+    limits: Option<&Limits>,
+) -> Result<Answer, Error> {
+    let ceilings = limits.map_or([None; 4], |l| {
+        [l.fuel, l.memory_bytes, l.timeout_ms, l.output_bytes]
+    });
+    let values: Vec<(&str, String)> = [
+        "burncache-fuel",
+        "burncache-memory-bytes",
+        "burncache-timeout-ms",
+        "burncache-output-bytes",
     ]
     .into_iter()
-    .filter_map(|(name, value)| Some((name.to_string(), value?.to_string())))
-    .collect()
+    .zip(ceilings)
+    .filter_map(|(name, value)| Some((name, value?.to_string())))
+    .collect();
+    let headers: Vec<(&str, &str)> = values
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .chain([("content-type", content_type)])
+        .collect();
+    send(
+        Method::Post,
+        &format!("/v1/components/{digest}/{route}"),
+        &headers,
+        body,
+        limits.and_then(|l| l.timeout_ms),
+    )
 }
 
 /// Refused here, as the host refuses it, rather than sent as a malformed path.
