@@ -309,6 +309,15 @@ async fn same_status(burncache: &str, wasmtime: &str, exchange: &Exchange) -> Op
     ours.status
 }
 
+/// A 1 MiB body POSTed to the guest's `/echo`, answered alike: the body and the answer.
+async fn echoed_alike(burncache: &str, wasmtime: &str) -> (Vec<u8>, Observed) {
+    let mib = pattern(1 << 20);
+    let exchange =
+        Exchange::post("/echo", mib.clone()).header("content-type", "application/x-pattern");
+    let echoed = same(burncache, wasmtime, &exchange).await;
+    (mib, echoed)
+}
+
 /// The guest's `GET /fetch` of a local upstream, answered alike.
 async fn fetches_alike(burncache: &str, wasmtime: &str, upstream: &Upstream) {
     let exchange = Exchange::get(format!("/fetch?url={}x", upstream.url()));
@@ -342,13 +351,7 @@ async fn the_conformance_guest_is_answered_alike_by_both_servers() {
     let (b, w) = (address(&ours), theirs.addr.clone());
 
     // A 1 MiB body, streamed back.
-    let mib = pattern(1 << 20);
-    let echoed = same(
-        &b,
-        &w,
-        &Exchange::post("/echo", mib.clone()).header("content-type", "application/x-pattern"),
-    )
-    .await;
+    let (mib, echoed) = echoed_alike(&b, &w).await;
     assert_eq!(echoed.status, Some(200));
     assert!(echoed.complete && echoed.body == mib, "the echo differs");
     assert_eq!(echoed.header("content-type"), Some("application/x-pattern"));
@@ -525,13 +528,7 @@ async fn answered_alike(guest: &str, hello: &str) {
         (Some(200), hello)
     );
 
-    let mib = pattern(1 << 20);
-    let echoed = same(
-        &b,
-        &w,
-        &Exchange::post("/echo", mib.clone()).header("content-type", "application/x-pattern"),
-    )
-    .await;
+    let (mib, echoed) = echoed_alike(&b, &w).await;
     assert!(echoed.complete && echoed.body == mib, "{echoed:?}");
     assert_eq!(echoed.header("x-echo-length"), Some("1048576"));
 
