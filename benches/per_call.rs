@@ -49,7 +49,7 @@ async fn naive_call(engine: &Engine, component: &Component, input: &str) -> Stri
     let mut linker: Linker<NaiveState> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
     linker
-        .instance("burncache:host/types@0.1.0")
+        .instance("burncache:host/types@0.1.1")
         .expect("types");
     let mut store = Store::new(
         engine,
@@ -63,7 +63,7 @@ async fn naive_call(engine: &Engine, component: &Component, input: &str) -> Stri
         .await
         .expect("instantiate");
     let interface = instance
-        .get_export_index(&mut store, None, "burncache:host/function@0.1.0")
+        .get_export_index(&mut store, None, "burncache:host/function@0.1.1")
         .expect("interface");
     let call = instance
         .get_export_index(&mut store, Some(&interface), "call")
@@ -95,11 +95,11 @@ impl Prepared {
         let mut linker: Linker<NaiveState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("wasi");
         linker
-            .instance("burncache:host/types@0.1.0")
+            .instance("burncache:host/types@0.1.1")
             .expect("types");
         let pre = linker.instantiate_pre(&component).expect("pre");
         let (_, interface) = component
-            .get_export(None, "burncache:host/function@0.1.0")
+            .get_export(None, "burncache:host/function@0.1.1")
             .expect("interface");
         let (_, call) = component
             .get_export(Some(&interface), "call")

@@ -17,6 +17,9 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("HTTP_CALLER", "http-caller", "http-caller.wasm"),
     ("DOUBLE", "double", "double.wasm"),
     ("CONFORMANCE", "conformance", "conformance.wasm"),
+    ("DOUBLE_COLUMNS", "double-columns", "double_columns.wasm"),
+    ("COLUMNAR", "columnar", "columnar.wasm"),
+    ("LEGACY_UDF", "legacy-udf", "legacy_udf.wasm"),
 ];
 
 fn main() {
@@ -35,6 +38,7 @@ fn main() {
         "examples/word-count",
         "examples/pipeline",
         "examples/http-hello",
+        "examples/double-columns",
         "examples/js-udf/udf.js",
         "examples/js-udf/build.mjs",
         "examples/js-udf/types/function.d.ts",

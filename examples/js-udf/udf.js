@@ -3,9 +3,9 @@
 // type-checks it against typings generated from the WIT and builds it into a
 // `burncache:host/udf` component with componentize-js.
 
-/** @typedef {import("burncache:host/types@0.1.0").Payload} Payload */
+/** @typedef {import("burncache:host/types@0.1.1").Payload} Payload */
 
-/** @type {typeof import("burncache:host/function@0.1.0")} */
+/** @type {typeof import("burncache:host/function@0.1.1")} */
 const impl = {
   call(input) {
     if (input.tag === "bytes") {

@@ -32,6 +32,9 @@
 //! In every form, `call-batch` is provided: by default it calls the function once
 //! per row, in the same instance.
 //!
+//! With the `columns` feature, a guest can be a columnar function instead, over
+//! Apache Arrow arrays: see the `columns` module.
+//!
 //! Guests can call other components by digest through the host's `burn-cache`
 //! interface: [`execute`] with typed values, [`execute_payload`] with raw payloads.
 //! Those calls are charged to the caller's fuel and capped by what it has left.
@@ -63,12 +66,15 @@ pub mod client {
         path: "wit",
         world: "burncache:host/client",
         with: {
-            "burncache:host/types@0.1.0": crate::bindings::burncache::host::types,
+            "burncache:host/types@0.1.1": crate::bindings::burncache::host::types,
         },
     });
 }
 
 pub use bindings::burncache::host::types::{Error, Limits, Payload};
+
+#[cfg(feature = "columns")]
+pub mod columns;
 
 use client::burncache::host::burn_cache;
 
@@ -299,4 +305,14 @@ pub fn register(component: &[u8]) -> Result<String, Error> {
 /// [`Error::NotFound`] or [`Error::InvalidDigest`], or the component's compile error.
 pub fn register_by_hash(digest: &str) -> Result<String, Error> {
     burn_cache::register_by_hash(digest)
+}
+
+/// `_`, whatever it is given: a fn-pointer type with one inferred parameter per
+/// named column. Used by the columnar export macros.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __infer {
+    ($x:ident) => {
+        _
+    };
 }

@@ -29,3 +29,21 @@ pub(crate) mod js {
         },
     });
 }
+
+/// A columnar function's world, sharing the types above.
+pub(crate) mod columnar {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "burncache:host/columnar-udf",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "burncache:host/types": super::burncache::host::types,
+            "burncache:host/burn-cache": super::burncache::host::burn_cache,
+        },
+    });
+
+    pub(crate) use super::burncache::host::types::{
+        Column as WitColumn, ColumnType as WitColumnType, Signature as WitSignature,
+    };
+}

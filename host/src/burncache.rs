@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use futures::future::BoxFuture;
 use wasmtime::Engine;
 
 use crate::calls::{self, HttpFinish, HttpResponse, RunOptions, Within};
+use crate::columns::ColumnSignature;
 use crate::engine::Config;
 use crate::registry::Registry;
 use crate::sandbox::{Host, Outcome, Scope};
@@ -233,6 +235,79 @@ impl BurnCache {
         calls::execute_batch(&self.registry, digest, inputs, Within::Top(*limits)).await
     }
 
+    /// Runs the columnar function `digest` (a component exporting
+    /// `burncache:host/columns`) on `batch` in a fresh instance, under the ceilings
+    /// of `limits`, and returns the columns it computed.
+    ///
+    /// The function gets the columns it declares, taken from `batch` by name (other
+    /// columns are left out), as one Arrow IPC stream; what it returns must be the
+    /// columns it declares, with as many rows.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` naming the column when `batch` lacks a declared column, has it
+    /// with another type, or holds nulls the function does not take, and when the
+    /// component is not columnar; `Guest` for the function's own error, or an output
+    /// that breaks its declaration; and what any call can run into (`NotFound`,
+    /// `FuelExhausted`, `MemoryLimit`, `Timeout`, `OutputTooLarge` for an encoded
+    /// output past the ceiling, `Trap`, ...).
+    pub async fn execute_columns(
+        &self,
+        digest: &Digest,
+        batch: &RecordBatch,
+        limits: &Limits,
+    ) -> Result<RecordBatch, Error> {
+        self.execute_columns_metered(digest, batch, limits)
+            .await
+            .result
+    }
+
+    /// [`BurnCache::execute_columns`], also reporting the fuel burned and the time
+    /// taken.
+    pub async fn execute_columns_metered(
+        &self,
+        digest: &Digest,
+        batch: &RecordBatch,
+        limits: &Limits,
+    ) -> Outcome<RecordBatch> {
+        calls::execute_columns(&self.registry, digest, batch.clone(), Within::Top(*limits)).await
+    }
+
+    /// [`BurnCache::execute_columns`] on an Arrow IPC stream (its batches taken as
+    /// one), answered as one: what `POST /v1/components/{digest}/columns` runs.
+    ///
+    /// # Errors
+    ///
+    /// As [`BurnCache::execute_columns`]; `InvalidInput` too when the bytes are not
+    /// an Arrow IPC stream.
+    pub async fn execute_columns_stream(
+        &self,
+        digest: &Digest,
+        stream: Vec<u8>,
+        limits: &Limits,
+    ) -> Outcome<Vec<u8>> {
+        calls::execute_columns_stream(&self.registry, digest, stream, Within::Top(*limits)).await
+    }
+
+    /// What the columnar function `digest` takes and returns, as it declares it.
+    /// The first call asks a fresh instance, under the ceilings of `limits`; the
+    /// answer is kept with the compiled component.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when the component is not columnar, `Guest` when its
+    /// declaration breaks the contract (no columns, a name twice), and what any call
+    /// can run into.
+    pub async fn describe_columns(
+        &self,
+        digest: &Digest,
+        limits: &Limits,
+    ) -> Result<Arc<ColumnSignature>, Error> {
+        calls::describe_columns(&self.registry, digest, Within::Top(*limits))
+            .await
+            .result
+    }
+
     /// Serves one request with the HTTP guest `digest` (a component exporting
     /// `wasi:http/incoming-handler`): a fresh instance, the ceilings of `limits`,
     /// a sealed WASI context whose stdout and stderr go to the log under
@@ -327,6 +402,17 @@ impl Host for Registry {
     ) -> BoxFuture<'static, Outcome<Vec<Result<Payload, Error>>>> {
         Box::pin(async move {
             calls::execute_batch(&self, &digest, inputs, Within::Nested(scope)).await
+        })
+    }
+
+    fn execute_columns(
+        self: Arc<Self>,
+        digest: Digest,
+        stream: Vec<u8>,
+        scope: Scope,
+    ) -> BoxFuture<'static, Outcome<Vec<u8>>> {
+        Box::pin(async move {
+            calls::execute_columns_stream(&self, &digest, stream, Within::Nested(scope)).await
         })
     }
 

@@ -16,7 +16,7 @@ use crate::Error;
 static CLIENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/client.wasm"));
 
 /// The interface the client imports for the server's base URL.
-const REMOTE: &str = "burncache:host/remote@0.1.0";
+const REMOTE: &str = "burncache:host/remote@0.1.1";
 
 /// The longest server URL taken: far beyond any real one.
 const MAX_URL: usize = 2048;

@@ -7,7 +7,10 @@ use crate::source::check_is_component;
 use crate::{Digest, Error, SourceKind};
 
 /// The interface a function guest exports.
-pub const FUNCTION_EXPORT: &str = "burncache:host/function@0.1.0";
+pub const FUNCTION_EXPORT: &str = "burncache:host/function@0.1.1";
+
+/// The interface a columnar function guest exports.
+pub const COLUMNS_EXPORT: &str = "burncache:host/columns@0.1.1";
 
 /// What kind of program a component is, from what it exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -15,6 +18,9 @@ pub const FUNCTION_EXPORT: &str = "burncache:host/function@0.1.0";
 pub enum ComponentKind {
     /// Exports `burncache:host/function`: callable with `execute`.
     Function,
+    /// Exports `burncache:host/columns`: callable with `execute_columns` and
+    /// `burncache map`.
+    Columnar,
     /// Exports `wasi:cli/run`: runnable with `burncache run`.
     Command,
     /// Exports `wasi:http/incoming-handler`: an HTTP guest.
@@ -55,7 +61,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, Error> {
             digest: Digest::of(bytes),
             size: bytes.len() as u64,
             kind: ComponentKind::Script,
-            imports: vec!["burncache:host/burn-cache@0.1.0".to_string()],
+            imports: vec!["burncache:host/burn-cache@0.1.1".to_string()],
             exports: vec![FUNCTION_EXPORT.to_string()],
             wit: "// A JavaScript script: its exported function is run on burncache's \
                   JavaScript runtime\n// (world burncache:host/js-runtime), and it may \
@@ -80,8 +86,11 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, Error> {
     // HTTP guests built as binaries (with `wstd`, say) export `wasi:cli/run` too;
     // what they are for is serving HTTP.
     let exports_one = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
-    let kind = if exports.iter().any(|e| e == FUNCTION_EXPORT) {
+    // Any 0.1.x of the contract: a guest built against 0.1.0 runs unchanged.
+    let kind = if exports_one("burncache:host/function@0.1.") {
         ComponentKind::Function
+    } else if exports_one("burncache:host/columns@0.1.") {
+        ComponentKind::Columnar
     } else if exports_one("wasi:http/incoming-handler@") {
         ComponentKind::Http
     } else if exports_one("wasi:cli/run@") {

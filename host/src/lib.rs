@@ -26,6 +26,7 @@
 //
 // vocabulary: what calls are made of
 mod bindings;
+mod columns;
 mod digest;
 mod error;
 mod limits;
@@ -54,11 +55,12 @@ pub mod server;
 pub use artifacts::{ArtifactStats, artifact_stats, clear_artifacts, default_artifact_dir};
 pub use burncache::BurnCache;
 pub use calls::{HttpFinish, HttpResponse, RunOptions};
+pub use columns::{ARROW_STREAM, ColumnSignature};
 pub use compose::compose;
 pub use digest::Digest;
 pub use engine::{Config, HttpGuestGrants};
 pub use error::{Error, ErrorKind};
-pub use inspect::{ComponentKind, FUNCTION_EXPORT, Inspection, inspect};
+pub use inspect::{COLUMNS_EXPORT, ComponentKind, FUNCTION_EXPORT, Inspection, inspect};
 pub use limits::{Ceilings, Limits};
 pub use outbound::{AllowedOutbound, OutboundPolicy};
 pub use payload::Payload;

@@ -259,7 +259,7 @@ fn inspect_shows_the_world() {
     let text = stdout(&out);
     assert!(text.contains("kind:    function"), "{text}");
     assert!(
-        text.contains("import burncache:host/burn-cache@0.1.0;"),
+        text.contains("import burncache:host/burn-cache@0.1.1;"),
         "{text}"
     );
 

@@ -2,6 +2,7 @@
 
 mod cli;
 mod cluster;
+mod columns;
 mod compile;
 mod compose;
 mod config;

@@ -170,7 +170,7 @@ fn inspect_names_the_world() {
     assert!(
         add_one
             .wit
-            .contains("export burncache:host/function@0.1.0;"),
+            .contains("export burncache:host/function@0.1.1;"),
         "{}",
         add_one.wit
     );
@@ -180,7 +180,7 @@ fn inspect_names_the_world() {
         pipeline
             .imports
             .iter()
-            .any(|i| i == "burncache:host/burn-cache@0.1.0"),
+            .any(|i| i == "burncache:host/burn-cache@0.1.1"),
         "{:?}",
         pipeline.imports
     );

@@ -250,7 +250,7 @@ async fn the_api_deploys_calls_batches_inspects_and_forgets() {
         described["exports"]
             .as_array()
             .expect("exports")
-            .contains(&json!("burncache:host/function@0.1.0"))
+            .contains(&json!("burncache:host/function@0.1.1"))
     );
 
     let response = served

@@ -5,8 +5,8 @@
 // JavaScript, so it is declared here by hand, from wit/burncache.wit.
 /// <reference path="./generated/interfaces/burncache-host-types.d.ts" />
 
-declare module "burncache:host/function@0.1.0" {
-  type Payload = import("burncache:host/types@0.1.0").Payload;
+declare module "burncache:host/function@0.1.1" {
+  type Payload = import("burncache:host/types@0.1.1").Payload;
   /** `result<payload, string>`, as a list element. */
   export type Result<T, E> = { tag: "ok"; val: T } | { tag: "err"; val: E };
 

@@ -112,6 +112,22 @@ impl Guest for Client {
     }
 
     /// As `register`: the deployer's, not a composed guest's.
+    fn execute_columns(
+        digest: String,
+        batch: Vec<u8>,
+        limits: Option<Limits>,
+    ) -> Result<Vec<u8>, Error> {
+        check_digest(&digest)?;
+        let answer = post(
+            &digest,
+            "columns",
+            "application/vnd.apache.arrow.stream",
+            &batch,
+            limits.as_ref(),
+        )?;
+        answer.ok()
+    }
+
     fn forget(digest: String) -> Result<(), Error> {
         check_digest(&digest)?;
         Err(Error::PermissionDenied(

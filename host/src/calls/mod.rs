@@ -3,6 +3,7 @@
 //! Store of its own.
 
 mod batch;
+mod columns;
 mod command;
 mod function;
 mod http;
@@ -15,6 +16,7 @@ use crate::sandbox::{CallState, Grants, Host, Sandbox, Scope};
 use crate::{Digest, Error, Limits};
 
 pub(crate) use batch::execute_batch;
+pub(crate) use columns::{describe_columns, execute_columns, execute_columns_stream};
 pub use command::RunOptions;
 pub(crate) use command::run_command;
 pub(crate) use function::execute;
@@ -138,7 +140,7 @@ impl Instance {
 fn udf_pre(compiled: &Compiled) -> Result<&UdfPre<CallState>, Error> {
     compiled.udf.as_ref().ok_or_else(|| {
         Error::InvalidInput(format!(
-            "component {} does not export `burncache:host/function@0.1.0`, so it cannot \
+            "component {} does not export `burncache:host/function@0.1.1`, so it cannot \
              be called as a function (is it a wasi:cli command? try `burncache run`)",
             compiled.digest
         ))

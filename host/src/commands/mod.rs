@@ -11,6 +11,7 @@ mod deploy;
 mod hash;
 mod inspect;
 mod ls;
+mod map;
 mod run;
 mod serve;
 mod wasmtime;
@@ -81,6 +82,7 @@ enum Command {
     Hash(hash::HashCommand),
     Call(call::CallCommand),
     Batch(batch::BatchCommand),
+    Map(map::MapCommand),
     Run(run::RunCommand),
     Inspect(inspect::InspectCommand),
     Deploy(deploy::DeployCommand),
@@ -108,6 +110,7 @@ impl Cli {
             Command::Hash(c) => c.run(),
             Command::Call(c) => c.run().await,
             Command::Batch(c) => c.run().await,
+            Command::Map(c) => c.run().await,
             Command::Run(c) => c.run().await,
             Command::Inspect(c) => c.run(),
             Command::Deploy(c) => c.run().await,

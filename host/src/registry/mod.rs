@@ -20,7 +20,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::artifacts::{Artifacts, Seal, Unloaded};
 use crate::bindings::UdfPre;
+use crate::bindings::columnar::ColumnarUdfPre;
 use crate::bindings::js::JsRuntimePre;
+use crate::columns::ColumnSignature;
 use crate::engine::{self, Config};
 use crate::sandbox::{self, CallState, Scope};
 use crate::source::{SourceKind, check_is_component};
@@ -110,6 +112,10 @@ pub(crate) struct Compiled {
     pub(crate) digest: Digest,
     /// Present when the component exports `burncache:host/function`.
     pub(crate) udf: Option<UdfPre<CallState>>,
+    /// Present when the component exports `burncache:host/columns`.
+    pub(crate) columns: Option<ColumnarUdfPre<CallState>>,
+    /// What the columnar function declared, asked once, by its first call.
+    pub(crate) signature: std::sync::OnceLock<Arc<ColumnSignature>>,
     /// Present when the component exports `wasi:http/incoming-handler`.
     pub(crate) proxy: Option<ProxyPre<CallState>>,
     /// Present when the bytes are a JavaScript script (checked, and ready to run on
@@ -754,6 +760,8 @@ impl Registry {
         Ok(Compiled {
             digest,
             udf: UdfPre::new(pre.clone()).ok(),
+            columns: ColumnarUdfPre::new(pre.clone()).ok(),
+            signature: std::sync::OnceLock::new(),
             proxy: ProxyPre::new(pre).ok(),
             script: None,
             size: (code.end as usize).saturating_sub(code.start as usize) as u64,

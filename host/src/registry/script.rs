@@ -436,6 +436,8 @@ impl Registry {
                 Arc::new(Compiled {
                     digest,
                     udf: None,
+                    columns: None,
+                    signature: std::sync::OnceLock::new(),
                     proxy: None,
                     script: Some(script),
                     size: 0,

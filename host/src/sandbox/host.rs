@@ -19,7 +19,7 @@ use crate::engine::Config;
 use crate::stats::Counters;
 use crate::{Digest, Error, Limits, Payload};
 
-const INTERFACE: &str = "burncache:host/burn-cache@0.1.0";
+const INTERFACE: &str = "burncache:host/burn-cache@0.1.1";
 
 /// What the sandbox needs of the node it runs on: its engine, settings and
 /// counters, and the calls a guest may make back into it.
@@ -45,6 +45,15 @@ pub(crate) trait Host: Send + Sync + 'static {
         inputs: Vec<Payload>,
         scope: Scope,
     ) -> BoxFuture<'static, Outcome<Vec<Result<Payload, Error>>>>;
+
+    /// Runs a columnar function on an Arrow IPC stream within `scope`, a nested
+    /// call's.
+    fn execute_columns(
+        self: Arc<Self>,
+        digest: Digest,
+        stream: Vec<u8>,
+        scope: Scope,
+    ) -> BoxFuture<'static, Outcome<Vec<u8>>>;
 
     /// Registers bytes; a script's check runs within `scope`.
     fn register(
@@ -83,6 +92,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
         "execute-batch",
         |store, (digest, inputs, limits): (String, Vec<WitPayload>, Option<WitLimits>)| {
             Box::new(execute_batch(store, digest, inputs, limits))
+        },
+    )?;
+    api.func_wrap_async(
+        "execute-columns",
+        |store, (digest, batch, limits): (String, Vec<u8>, Option<WitLimits>)| {
+            Box::new(execute_columns(store, digest, batch, limits))
         },
     )?;
     api.func_wrap_async("forget", |store, (digest,): (String,)| {
@@ -166,6 +181,23 @@ async fn execute_batch(
             .map(|row| row.map(WitPayload::from).map_err(WitError::from))
             .collect()
     }))
+}
+
+async fn execute_columns(
+    mut store: StoreContextMut<'_, CallState>,
+    digest: String,
+    batch: Vec<u8>,
+    limits: Option<WitLimits>,
+) -> Returned<Vec<u8>> {
+    let fuel_left = store.get_fuel()?;
+    let (digest, child) = match child_call(&store, &digest, limits, fuel_left) {
+        Ok(found) => found,
+        Err(e) => return answer(Err(e)),
+    };
+    let host = child.host.clone();
+    let outcome = host.execute_columns(digest, batch, child).await;
+    charge(&mut store, fuel_left, outcome.fuel_burned)?;
+    answer(outcome.result)
 }
 
 /// The digest a guest named and the scope of its nested call, capped by what the

@@ -1,4 +1,5 @@
-//! The JSON API under `/v1/components`: deploy, inspect, call, batch, forget.
+//! The JSON API under `/v1/components`: deploy, inspect, call, batch, columnar calls,
+//! forget.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::{Body, RequestLog, Server, error_json, error_response, full};
-use crate::{Digest, Error, Limits, Payload};
+use crate::{ARROW_STREAM, Digest, Error, Limits, Payload};
 
 /// Header names for per-request ceilings; never above the server's maxima.
 const FUEL: &str = "burncache-fuel";
@@ -34,6 +35,9 @@ pub(super) async fn route(
         }
         (&Method::POST, [digest, "batch"]) => {
             with_digest(digest, |d| batch(server, request, d)).await
+        }
+        (&Method::POST, [digest, "columns"]) => {
+            with_digest(digest, |d| columns(server, request, d)).await
         }
         _ => Err(Refusal::Status(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -514,6 +518,41 @@ async fn batch(server: &Arc<Server>, request: Request<Incoming>, digest: Digest)
                 .map_err(|e| Error::Backend(format!("the answering task failed: {e}")))?;
             typed(full(answer), "application/json")
         }
+        Err(e) => error_response(&e),
+    };
+    let response = admission.hold_until_sent(response);
+    Ok((with_fuel(response, outcome.fuel_burned), log))
+}
+
+/// A columnar call: an Arrow IPC stream in, one out (`application/vnd.apache.arrow.stream`
+/// both ways). Errors are JSON, as on every route.
+async fn columns(server: &Arc<Server>, request: Request<Incoming>, digest: Digest) -> Served {
+    let limits = limits(server, &request)?;
+    let essence = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if essence.as_deref() != Some(ARROW_STREAM) {
+        return Err(Refusal::Status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            format!(
+                "a columnar call's body is an Arrow IPC stream, sent as {ARROW_STREAM}, not {:?}",
+                essence.unwrap_or_default()
+            ),
+        ));
+    }
+    let admission = admit(server, &request)?;
+    let body = read_body(server, request, server.config.max_input_bytes).await?;
+    let outcome = server
+        .cache
+        .execute_columns_stream(&digest, body.to_vec(), &limits)
+        .await;
+    let log = RequestLog::ran(digest, &outcome);
+    let response = match outcome.result {
+        Ok(stream) => typed(full(stream), ARROW_STREAM),
         Err(e) => error_response(&e),
     };
     let response = admission.hold_until_sent(response);

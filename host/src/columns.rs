@@ -1,0 +1,298 @@
+//! Columnar calls' vocabulary: the columns a function declares, the Arrow IPC
+//! stream format batches travel in, and the checks on both sides of a call.
+
+use std::io::Cursor;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use arrow_array::{Array, RecordBatch, RecordBatchOptions};
+use arrow_ipc::reader::StreamReader;
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use crate::Error;
+use crate::bindings::columnar::{WitColumn, WitColumnType, WitSignature};
+
+/// The media type of an Arrow IPC stream, what columnar calls take and return over
+/// HTTP.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+/// What a columnar function takes and returns: its declared input columns, in the
+/// order it receives them, and its output columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnSignature {
+    /// The columns the function takes, by name, type and nullability.
+    pub inputs: SchemaRef,
+    /// The columns it returns, as many rows as it was given.
+    pub outputs: SchemaRef,
+}
+
+impl ColumnSignature {
+    /// The signature a guest declared, checked: at least one column each way, names
+    /// unique within each side.
+    pub(crate) fn from_wit(wit: WitSignature) -> Result<ColumnSignature, Error> {
+        let side = |columns: Vec<WitColumn>, what: &str| -> Result<SchemaRef, Error> {
+            if columns.is_empty() {
+                return Err(Error::Guest(format!(
+                    "the function declares no {what} columns"
+                )));
+            }
+            let mut fields: Vec<Field> = Vec::with_capacity(columns.len());
+            for column in columns {
+                if fields.iter().any(|f| f.name() == &column.name) {
+                    return Err(Error::Guest(format!(
+                        "the function declares the {what} column `{}` twice",
+                        column.name
+                    )));
+                }
+                fields.push(Field::new(
+                    column.name,
+                    data_type(column.type_),
+                    column.nullable,
+                ));
+            }
+            Ok(Arc::new(Schema::new(fields)))
+        };
+        Ok(ColumnSignature {
+            inputs: side(wit.inputs, "input")?,
+            outputs: side(wit.outputs, "output")?,
+        })
+    }
+
+    /// The declared input columns taken from `batch`, by name, in declared order.
+    /// Other columns are left out.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] naming the column: missing, of another type, or
+    /// holding nulls the function does not take.
+    pub(crate) fn take_inputs(&self, batch: &RecordBatch) -> Result<RecordBatch, Error> {
+        let mut columns = Vec::with_capacity(self.inputs.fields().len());
+        for field in self.inputs.fields() {
+            let Some(column) = batch.column_by_name(field.name()) else {
+                return Err(Error::InvalidInput(format!(
+                    "the input has no column `{}` (the function takes `{}` as {}); it has {}",
+                    field.name(),
+                    field.name(),
+                    type_name(field.data_type()),
+                    listed(batch.schema_ref()),
+                )));
+            };
+            if column.data_type() != field.data_type() {
+                return Err(Error::InvalidInput(format!(
+                    "column `{}` is {}, but the function takes {}",
+                    field.name(),
+                    type_name(column.data_type()),
+                    type_name(field.data_type()),
+                )));
+            }
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(Error::InvalidInput(format!(
+                    "column `{}` holds {} nulls, but the function takes no nulls there",
+                    field.name(),
+                    column.null_count(),
+                )));
+            }
+            columns.push(column.clone());
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        RecordBatch::try_new_with_options(self.inputs.clone(), columns, &options)
+            .map_err(|e| Error::InvalidInput(format!("the input batch does not fit: {e}")))
+    }
+
+    /// Checks what a function returned for `rows` input rows against what it
+    /// declared: the same columns in order, as many rows.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Guest`] naming what does not match: the function broke its own
+    /// contract.
+    pub(crate) fn check_outputs(
+        &self,
+        batch: RecordBatch,
+        rows: usize,
+    ) -> Result<RecordBatch, Error> {
+        let declared = self.outputs.fields();
+        let returned = batch.schema_ref().fields();
+        if declared.len() != returned.len() {
+            return Err(Error::Guest(format!(
+                "the function returned {} but declared {}",
+                listed(batch.schema_ref()),
+                listed(&self.outputs),
+            )));
+        }
+        for (field, (got, column)) in declared.iter().zip(returned.iter().zip(batch.columns())) {
+            if got.name() != field.name() || got.data_type() != field.data_type() {
+                return Err(Error::Guest(format!(
+                    "the function returned column `{}` as {} where it declared `{}` as {}",
+                    got.name(),
+                    type_name(got.data_type()),
+                    field.name(),
+                    type_name(field.data_type()),
+                )));
+            }
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(Error::Guest(format!(
+                    "the function returned nulls in column `{}`, which it declared non-null",
+                    field.name()
+                )));
+            }
+        }
+        if batch.num_rows() != rows {
+            return Err(Error::Guest(format!(
+                "the function returned {} rows for {rows}",
+                batch.num_rows()
+            )));
+        }
+        // The returned schema may carry other metadata; the caller sees the declared.
+        RecordBatch::try_new(self.outputs.clone(), batch.columns().to_vec())
+            .map_err(|e| Error::Guest(format!("the function's output does not fit: {e}")))
+    }
+}
+
+/// The Arrow type of a declared column type.
+pub(crate) fn data_type(wit: WitColumnType) -> DataType {
+    match wit {
+        WitColumnType::Boolean => DataType::Boolean,
+        WitColumnType::Int8 => DataType::Int8,
+        WitColumnType::Int16 => DataType::Int16,
+        WitColumnType::Int32 => DataType::Int32,
+        WitColumnType::Int64 => DataType::Int64,
+        WitColumnType::Uint8 => DataType::UInt8,
+        WitColumnType::Uint16 => DataType::UInt16,
+        WitColumnType::Uint32 => DataType::UInt32,
+        WitColumnType::Uint64 => DataType::UInt64,
+        WitColumnType::Float32 => DataType::Float32,
+        WitColumnType::Float64 => DataType::Float64,
+        WitColumnType::Utf8 => DataType::Utf8,
+        WitColumnType::Binary => DataType::Binary,
+    }
+}
+
+/// A type as the contract spells it (`float64`, `utf8`), or as Arrow does for types
+/// outside the contract.
+pub(crate) fn type_name(ty: &DataType) -> String {
+    let name = match ty {
+        DataType::Boolean => "boolean",
+        DataType::Int8 => "int8",
+        DataType::Int16 => "int16",
+        DataType::Int32 => "int32",
+        DataType::Int64 => "int64",
+        DataType::UInt8 => "uint8",
+        DataType::UInt16 => "uint16",
+        DataType::UInt32 => "uint32",
+        DataType::UInt64 => "uint64",
+        DataType::Float32 => "float32",
+        DataType::Float64 => "float64",
+        DataType::Utf8 => "utf8",
+        DataType::Binary => "binary",
+        other => return format!("{other} (not a column type of the contract)"),
+    };
+    name.to_string()
+}
+
+/// `a (float64), b (utf8)`, or `no columns`.
+fn listed(schema: &SchemaRef) -> String {
+    if schema.fields().is_empty() {
+        return "no columns".to_string();
+    }
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("`{}` ({})", f.name(), type_name(f.data_type())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A batch as an Arrow IPC stream.
+pub(crate) fn encode(batch: &RecordBatch) -> Result<Vec<u8>, Error> {
+    let write = || -> Result<Vec<u8>, arrow_schema::ArrowError> {
+        let mut writer = StreamWriter::try_new(Vec::new(), batch.schema_ref())?;
+        writer.write(batch)?;
+        writer.into_inner()
+    };
+    write().map_err(|e| Error::InvalidInput(format!("cannot encode the batch: {e}")))
+}
+
+/// The one batch an Arrow IPC stream holds (its batches joined, when it holds
+/// several; no rows, when none). Untrusted bytes: every array is validated, and a
+/// panic in the decoder is an error, not the caller's end.
+pub(crate) fn decode(bytes: &[u8]) -> Result<RecordBatch, String> {
+    let read = || -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
+        let schema = reader.schema();
+        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        match batches.len() {
+            1 => Ok(batches.into_iter().next().expect("one batch")),
+            _ => arrow_select::concat::concat_batches(&schema, &batches),
+        }
+    };
+    match catch_unwind(AssertUnwindSafe(read)) {
+        Ok(Ok(batch)) => Ok(batch),
+        Ok(Err(e)) => Err(format!("not an Arrow IPC stream: {e}")),
+        Err(_) => Err("not an Arrow IPC stream: the decoder gave up on it".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Float64Array, StringArray};
+
+    fn signature() -> ColumnSignature {
+        ColumnSignature {
+            inputs: Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, false)])),
+            outputs: Arc::new(Schema::new(vec![Field::new("y", DataType::Float64, true)])),
+        }
+    }
+
+    #[test]
+    fn inputs_are_taken_by_name_and_checked() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["a", "b"])),
+                Arc::new(Float64Array::from(vec![1.0, 2.0])),
+            ],
+        )
+        .expect("batch");
+        let taken = signature().take_inputs(&batch).expect("fits");
+        assert_eq!(taken.num_columns(), 1);
+        assert_eq!(taken.schema().field(0).name(), "x");
+
+        let nulls = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(Float64Array::from(vec![Some(1.0), None])) as _,
+        )])
+        .expect("batch");
+        let e = signature().take_inputs(&nulls).expect_err("nulls");
+        assert!(e.to_string().contains("column `x` holds 1 nulls"), "{e}");
+
+        let strings =
+            RecordBatch::try_from_iter([("x", Arc::new(StringArray::from(vec!["1"])) as _)])
+                .expect("batch");
+        let e = signature().take_inputs(&strings).expect_err("type");
+        assert!(
+            e.to_string()
+                .contains("column `x` is utf8, but the function takes float64"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn streams_round_trip_and_garbage_is_refused() {
+        let batch =
+            RecordBatch::try_from_iter([("y", Arc::new(Float64Array::from(vec![2.0])) as _)])
+                .expect("batch");
+        let back = decode(&encode(&batch).expect("encode")).expect("decode");
+        assert_eq!(back, batch);
+        signature().check_outputs(back, 1).expect("declared");
+        assert!(decode(b"not arrow").is_err());
+        let e = signature().check_outputs(batch, 3).expect_err("row count");
+        assert!(e.to_string().contains("returned 1 rows for 3"), "{e}");
+    }
+}

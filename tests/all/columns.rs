@@ -1,0 +1,705 @@
+//! Columnar calls: Arrow record batches through columnar guests, from the library,
+//! from other guests, over HTTP and with `burncache map`.
+
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, BinaryArray, BooleanArray, Float32Array, Float64Array, Int8Array, Int16Array,
+    Int32Array, Int64Array, RecordBatch, StringArray, UInt8Array, UInt16Array, UInt32Array,
+    UInt64Array,
+};
+use arrow_schema::DataType;
+use burncache::{ComponentKind, ErrorKind, Limits, Payload};
+use serde_json::json;
+
+use crate::cli::{assert_exit, burncache, stderr};
+use crate::serve::Served;
+use crate::{cache, guests, json, no_limits, read, register, tempdir, value};
+
+/// A batch of every column type the contract carries, nulls in every column, and
+/// a `cmd` column: `cmds[i]` for row `i`.
+fn every_type(cmds: &[&str]) -> RecordBatch {
+    let n = cmds.len();
+    let some = |i: usize| i % 3 != 1;
+    let column = |array: ArrayRef| array;
+    RecordBatch::try_from_iter([
+        (
+            "b",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then_some(i % 2 == 0))
+                    .collect::<BooleanArray>(),
+            )),
+        ),
+        (
+            "i8",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then_some(i8::MIN.wrapping_add(i as i8)))
+                    .collect::<Int8Array>(),
+            )),
+        ),
+        (
+            "i16",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then_some(i16::MAX.wrapping_sub(i as i16)))
+                    .collect::<Int16Array>(),
+            )),
+        ),
+        (
+            "i32",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then_some(-(i as i32)))
+                    .collect::<Int32Array>(),
+            )),
+        ),
+        (
+            "i64",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then_some(i64::MIN + i as i64))
+                    .collect::<Int64Array>(),
+            )),
+        ),
+        (
+            "u8",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then_some(u8::MAX - i as u8))
+                    .collect::<UInt8Array>(),
+            )),
+        ),
+        (
+            "u16",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then_some((i as u16).wrapping_mul(1000)))
+                    .collect::<UInt16Array>(),
+            )),
+        ),
+        (
+            "u32",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then_some(u32::MAX - i as u32))
+                    .collect::<UInt32Array>(),
+            )),
+        ),
+        (
+            "u64",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then_some(u64::MAX - i as u64))
+                    .collect::<UInt64Array>(),
+            )),
+        ),
+        (
+            "f32",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then_some(i as f32 / 3.0))
+                    .collect::<Float32Array>(),
+            )),
+        ),
+        (
+            "f64",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then_some(if i == 0 { f64::NAN } else { i as f64 * 1.5 }))
+                    .collect::<Float64Array>(),
+            )),
+        ),
+        (
+            "s",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then(|| format!("row {i}: é ✓")))
+                    .collect::<StringArray>(),
+            )),
+        ),
+        (
+            "bin",
+            column(Arc::new(
+                (0..n)
+                    .map(|i| some(i).then(|| vec![i as u8, 0, 255]))
+                    .collect::<BinaryArray>(),
+            )),
+        ),
+        ("cmd", column(Arc::new(StringArray::from(cmds.to_vec())))),
+    ])
+    .expect("a batch")
+}
+
+/// The batch without its `cmd` column: what the echo returns.
+fn typed_part(batch: &RecordBatch) -> RecordBatch {
+    let index = batch.schema().index_of("cmd").expect("cmd");
+    let mut batch = batch.clone();
+    batch.remove_column(index);
+    batch
+}
+
+fn floats(batch: &RecordBatch, name: &str) -> Vec<Option<f64>> {
+    batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("float64")
+        .iter()
+        .collect()
+}
+
+fn xs(values: Vec<Option<f64>>) -> RecordBatch {
+    RecordBatch::try_from_iter([("x", Arc::new(Float64Array::from(values)) as ArrayRef)])
+        .expect("batch")
+}
+
+#[tokio::test]
+async fn every_column_type_and_nulls_round_trip() {
+    let cache = cache();
+    let digest = register(&cache, guests::COLUMNAR).await;
+    let batch = every_type(&["", "", "", "", "", "", ""]);
+    let out = cache
+        .execute_columns(&digest, &batch, &no_limits())
+        .await
+        .expect("echo");
+    // NaN != NaN: compare the bits.
+    assert_eq!(
+        arrow_ipc_bytes(&out),
+        arrow_ipc_bytes(&typed_part(&batch)),
+        "every value, null and type comes back as it went"
+    );
+    assert_eq!(out.schema().field(11).data_type(), &DataType::Utf8);
+
+    // No rows is a batch too.
+    let empty = cache
+        .execute_columns(&digest, &every_type(&[]), &no_limits())
+        .await
+        .expect("no rows");
+    assert_eq!(empty.num_rows(), 0);
+
+    let signature = cache
+        .describe_columns(&digest, &no_limits())
+        .await
+        .expect("describe");
+    assert_eq!(signature.inputs.fields().len(), 14);
+    assert!(
+        !signature
+            .inputs
+            .field_with_name("cmd")
+            .expect("cmd")
+            .is_nullable()
+    );
+    let inspected = burncache::inspect(&read(guests::COLUMNAR)).expect("inspect");
+    assert_eq!(inspected.kind, ComponentKind::Columnar);
+}
+
+/// A batch's IPC stream with its schema's metadata, for bitwise comparison.
+fn arrow_ipc_bytes(batch: &RecordBatch) -> Vec<u8> {
+    let mut writer =
+        arrow_ipc::writer::StreamWriter::try_new(Vec::new(), batch.schema_ref()).expect("writer");
+    writer.write(batch).expect("write");
+    writer.into_inner().expect("bytes")
+}
+
+#[tokio::test]
+async fn double_columns_takes_its_column_by_name_and_keeps_nulls() {
+    let cache = cache();
+    let digest = register(&cache, guests::DOUBLE_COLUMNS).await;
+    let batch = RecordBatch::try_from_iter([
+        (
+            "name",
+            Arc::new(StringArray::from(vec!["a", "b", "c", "d"])) as ArrayRef,
+        ),
+        (
+            "x",
+            Arc::new(Float64Array::from(vec![
+                Some(1.5),
+                None,
+                Some(-4.0),
+                Some(f64::MAX),
+            ])),
+        ),
+    ])
+    .expect("batch");
+    let out = cache
+        .execute_columns(&digest, &batch, &no_limits())
+        .await
+        .expect("double");
+    assert_eq!(out.num_columns(), 1);
+    assert_eq!(
+        floats(&out, "x"),
+        vec![Some(3.0), None, Some(-8.0), Some(f64::INFINITY)]
+    );
+}
+
+#[tokio::test]
+async fn a_batch_that_does_not_fit_is_refused_naming_the_column() {
+    let cache = cache();
+    let double = register(&cache, guests::DOUBLE_COLUMNS).await;
+    let echo = register(&cache, guests::COLUMNAR).await;
+    // The first call asks the function what it takes.
+    cache
+        .execute_columns(&double, &xs(vec![Some(1.0)]), &no_limits())
+        .await
+        .expect("fits");
+    let burned = cache.stats().fuel_burned;
+
+    let strings =
+        RecordBatch::try_from_iter([("x", Arc::new(StringArray::from(vec!["1"])) as ArrayRef)])
+            .expect("batch");
+    let e = cache
+        .execute_columns(&double, &strings, &no_limits())
+        .await
+        .expect_err("utf8");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(
+        e.to_string()
+            .contains("column `x` is utf8, but the function takes float64"),
+        "{e}"
+    );
+
+    let other =
+        RecordBatch::try_from_iter([("y", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef)])
+            .expect("batch");
+    let e = cache
+        .execute_columns(&double, &other, &no_limits())
+        .await
+        .expect_err("missing");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("no column `x`"), "{e}");
+    assert!(e.to_string().contains("`y` (float64)"), "{e}");
+    assert_eq!(cache.stats().fuel_burned, burned, "nothing ran");
+
+    // `cmd` is declared non-null.
+    let mut columns = every_type(&["", ""]).columns().to_vec();
+    columns[13] = Arc::new(StringArray::from(vec![Some(""), None]));
+    let nulls = RecordBatch::try_new(
+        Arc::new(arrow_schema::Schema::new(
+            every_type(&[])
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        )),
+        columns,
+    )
+    .expect("batch");
+    let e = cache
+        .execute_columns(&echo, &nulls, &no_limits())
+        .await
+        .expect_err("nulls");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("column `cmd` holds 1 nulls"), "{e}");
+
+    // A function guest is not columnar, nor a columnar guest a function.
+    let add_one = register(&cache, guests::ADD_ONE).await;
+    let e = cache
+        .execute_columns(&add_one, &xs(vec![Some(1.0)]), &no_limits())
+        .await
+        .expect_err("not columnar");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("burncache:host/columns"), "{e}");
+    let e = cache
+        .execute(&double, json(json!({"x": 1})), &no_limits())
+        .await
+        .expect_err("not a function");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn a_fault_in_the_middle_of_a_batch_is_classified_like_any_call() {
+    let cache = cache();
+    let digest = register(&cache, guests::COLUMNAR).await;
+    let with = |cmd: &'static str| {
+        let mut cmds = vec![""; 1000];
+        cmds[500] = cmd;
+        every_type(&cmds)
+    };
+    let cases: [(&str, Limits, ErrorKind, &str); 6] = [
+        ("trap", no_limits(), ErrorKind::Trap, "asked to trap"),
+        (
+            "spin",
+            Limits {
+                fuel: Some(50_000_000),
+                ..Limits::default()
+            },
+            ErrorKind::FuelExhausted,
+            "",
+        ),
+        (
+            "grow",
+            Limits {
+                memory_bytes: Some(48 << 20),
+                ..Limits::default()
+            },
+            ErrorKind::MemoryLimit,
+            "",
+        ),
+        ("error", no_limits(), ErrorKind::Guest, "asked to fail"),
+        (
+            "short",
+            no_limits(),
+            ErrorKind::Guest,
+            "returned 999 rows for 1000",
+        ),
+        (
+            "retype",
+            no_limits(),
+            ErrorKind::Guest,
+            "returned column `f64` as int64 where it declared `f64` as float64",
+        ),
+    ];
+    for (cmd, limits, kind, text) in cases {
+        let e = cache
+            .execute_columns(&digest, &with(cmd), &limits)
+            .await
+            .expect_err(cmd);
+        assert_eq!(e.kind(), kind, "{cmd}: {e}");
+        assert!(e.to_string().contains(text), "{cmd}: {e}");
+        // The node is unharmed: the next call runs.
+        let ok = cache
+            .execute_columns(&digest, &every_type(&["", ""]), &no_limits())
+            .await
+            .expect("the next call");
+        assert_eq!(ok.num_rows(), 2);
+    }
+
+    let e = cache
+        .execute_columns(
+            &digest,
+            &every_type(&[""; 100]),
+            &Limits {
+                output_bytes: Some(1000),
+                ..Limits::default()
+            },
+        )
+        .await
+        .expect_err("too large");
+    assert_eq!(e.kind(), ErrorKind::OutputTooLarge);
+}
+
+#[tokio::test]
+async fn guests_call_columnar_functions_on_their_budget() {
+    let cache = cache();
+    let double = register(&cache, guests::DOUBLE_COLUMNS).await;
+    let echo = register(&cache, guests::COLUMNAR).await;
+    let call = format!("call:{double}");
+    let outcome = cache
+        .execute_columns_metered(&echo, &every_type(&[call.as_str(), ""]), &no_limits())
+        .await;
+    let out = outcome.result.expect("nested");
+    let doubled = floats(&out, "f64");
+    assert!(doubled[0].expect("NaN doubled").is_nan());
+    assert_eq!(doubled[1], None);
+
+    // The callee burned on the caller's budget: a tight budget ends the caller.
+    let tight = Limits {
+        fuel: Some(outcome.fuel_burned / 2),
+        ..Limits::default()
+    };
+    let e = cache
+        .execute_columns(&echo, &every_type(&[call.as_str(), ""]), &tight)
+        .await
+        .expect_err("over budget");
+    assert!(
+        matches!(e.kind(), ErrorKind::FuelExhausted | ErrorKind::Guest),
+        "{e}"
+    );
+
+    // A callee that is not columnar is the callee's classified error, handed to the
+    // caller as a value.
+    let add_one = register(&cache, guests::ADD_ONE).await;
+    let not = format!("call:{add_one}");
+    let e = cache
+        .execute_columns(&echo, &every_type(&[not.as_str()]), &no_limits())
+        .await
+        .expect_err("not columnar");
+    assert_eq!(e.kind(), ErrorKind::Guest);
+    assert!(e.to_string().contains("InvalidInput"), "{e}");
+}
+
+#[tokio::test]
+async fn a_guest_built_against_0_1_0_runs_unchanged() {
+    let cache = cache();
+    let legacy = register(&cache, guests::LEGACY_UDF).await;
+    let out = cache
+        .execute(&legacy, json(json!({"n": 41})), &no_limits())
+        .await
+        .expect("call");
+    assert_eq!(value(&out), json!({"n": 42}));
+    let add_one = register(&cache, guests::ADD_ONE).await;
+    let out = cache
+        .execute(
+            &legacy,
+            json(json!({"call": add_one.to_string(), "n": 1})),
+            &no_limits(),
+        )
+        .await
+        .expect("nested through the 0.1.0 import");
+    assert_eq!(value(&out), json!({"n": 2}));
+    let rows = cache
+        .execute_batch(
+            &legacy,
+            vec![json(json!({"n": 1})), Payload::Json("{}".into())],
+            &no_limits(),
+        )
+        .await
+        .expect("batch");
+    assert_eq!(value(rows[0].as_ref().expect("row 0")), json!({"n": 2}));
+    assert_eq!(
+        rows[1].as_ref().expect_err("row 1").kind(),
+        ErrorKind::Guest
+    );
+    let inspected = burncache::inspect(&read(guests::LEGACY_UDF)).expect("inspect");
+    assert_eq!(inspected.kind, ComponentKind::Function);
+    assert!(
+        inspected
+            .exports
+            .contains(&"burncache:host/function@0.1.0".to_string())
+    );
+}
+
+#[tokio::test]
+async fn the_http_route_takes_and_answers_arrow_streams() {
+    let served = Served::start(&[]);
+    let double = served.deploy(guests::DOUBLE_COLUMNS).await;
+    let add_one = served.deploy(guests::ADD_ONE).await;
+    let url = served.url(&format!("/v1/components/{double}/columns"));
+    // Two batches in one stream: taken as one.
+    let first = xs(vec![Some(1.0), None]);
+    let mut writer =
+        arrow_ipc::writer::StreamWriter::try_new(Vec::new(), first.schema_ref()).expect("w");
+    writer.write(&first).expect("write");
+    let second = RecordBatch::try_new(first.schema(), xs(vec![Some(2.5)]).columns().to_vec())
+        .expect("batch");
+    writer.write(&second).expect("write");
+    let body = writer.into_inner().expect("bytes");
+    let response = served
+        .client
+        .post(&url)
+        .header("content-type", burncache::ARROW_STREAM)
+        .body(body.clone())
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status();
+    if status != 200 {
+        panic!("{status}: {}", response.text().await.unwrap_or_default());
+    }
+    assert_eq!(response.headers()["content-type"], burncache::ARROW_STREAM);
+    assert!(response.headers().contains_key("burncache-fuel-burned"));
+    let bytes = response.bytes().await.expect("body");
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .expect("a stream");
+    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("batches");
+    let values: Vec<Option<f64>> = batches.iter().flat_map(|b| floats(b, "x")).collect();
+    assert_eq!(values, vec![Some(2.0), None, Some(5.0)]);
+
+    let post = |url: String, content_type: &'static str, body: Vec<u8>| {
+        let client = served.client.clone();
+        async move {
+            let response = client
+                .post(url)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .expect("POST");
+            let status = response.status().as_u16();
+            (
+                status,
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .expect("a JSON error"),
+            )
+        }
+    };
+    let (status, error) = post(url.clone(), "application/json", body.clone()).await;
+    assert_eq!(status, 415, "{error}");
+    let (status, error) = post(url.clone(), burncache::ARROW_STREAM, b"not arrow".to_vec()).await;
+    assert_eq!(
+        (status, error["error"]["kind"].as_str()),
+        (400, Some("invalid-input")),
+        "{error}"
+    );
+    let strings =
+        RecordBatch::try_from_iter([("x", Arc::new(StringArray::from(vec!["1"])) as ArrayRef)])
+            .expect("batch");
+    let (status, error) = post(url, burncache::ARROW_STREAM, arrow_ipc_bytes(&strings)).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("column `x` is utf8"),
+        "{error}"
+    );
+    let not = served.url(&format!("/v1/components/{add_one}/columns"));
+    let (status, error) = post(not, burncache::ARROW_STREAM, body).await;
+    assert_eq!(
+        (status, error["error"]["kind"].as_str()),
+        (400, Some("invalid-input")),
+        "{error}"
+    );
+}
+
+/// Writes `batch` as a Parquet file.
+fn parquet_file(path: &std::path::Path, batch: &RecordBatch) {
+    let file = std::fs::File::create(path).expect("create");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(batch).expect("write");
+    writer.close().expect("close");
+}
+
+fn read_parquet(path: &std::path::Path) -> Vec<RecordBatch> {
+    let file = std::fs::File::open(path).expect("open");
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader")
+        .collect::<Result<_, _>>()
+        .expect("batches")
+}
+
+#[test]
+fn map_runs_a_columnar_function_over_a_parquet_file() {
+    let dir = tempdir();
+    let input = dir.join("data.parquet");
+    let output = dir.join("doubled.parquet");
+    let rows = 250_000;
+    let values: Vec<Option<f64>> = (0..rows)
+        .map(|i| (i % 7 != 3).then_some(i as f64 * 0.25 - 1000.0))
+        .collect();
+    let ids: Vec<i64> = (0..rows as i64).collect();
+    parquet_file(
+        &input,
+        &RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(ids.clone())) as ArrayRef),
+            ("x", Arc::new(Float64Array::from(values.clone()))),
+        ])
+        .expect("batch"),
+    );
+    let out = burncache(
+        &[
+            "map",
+            guests::DOUBLE_COLUMNS,
+            input.to_str().expect("utf-8"),
+            "-o",
+            output.to_str().expect("utf-8"),
+            "--keep",
+            "id",
+            "--batch-rows",
+            "10000",
+        ],
+        b"",
+    );
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("250000 rows"), "{}", stderr(&out));
+    let batches = read_parquet(&output);
+    let got_ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .expect("id")
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("int64")
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(got_ids, ids, "every row, in order");
+    let doubled: Vec<Option<f64>> = batches.iter().flat_map(|b| floats(b, "x")).collect();
+    assert_eq!(doubled.len(), rows);
+    for (i, (got, was)) in doubled.iter().zip(&values).enumerate() {
+        assert_eq!(*got, was.map(|v| v * 2.0), "row {i}");
+    }
+}
+
+#[test]
+fn map_reads_csv_as_the_declared_types_and_writes_ndjson() {
+    let dir = tempdir();
+    let input = dir.join("data.csv");
+    std::fs::write(&input, "name,x\na,1\nb,\nc,2.5\n").expect("write");
+    let output = dir.join("out.ndjson");
+    let out = burncache(
+        &[
+            "map",
+            guests::DOUBLE_COLUMNS,
+            input.to_str().expect("utf-8"),
+            "-o",
+            output.to_str().expect("utf-8"),
+            "--keep",
+            "name",
+        ],
+        b"",
+    );
+    assert_exit(&out, 0);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .expect("read")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            json!({"name": "a", "x": 2.0}),
+            json!({"name": "b"}),
+            json!({"name": "c", "x": 5.0}),
+        ]
+    );
+
+    // A column that cannot be read as what the function takes: the error names it,
+    // and no output is left behind.
+    std::fs::write(&input, "x\n1\nmany\n").expect("write");
+    let failed = dir.join("failed.arrow");
+    let out = burncache(
+        &[
+            "map",
+            guests::DOUBLE_COLUMNS,
+            input.to_str().expect("utf-8"),
+            "-o",
+            failed.to_str().expect("utf-8"),
+        ],
+        b"",
+    );
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("many"), "{}", stderr(&out));
+    assert!(!failed.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A Parquet column of another type is the call's invalid-input (exit 19).
+    let typed = dir.join("typed.parquet");
+    parquet_file(
+        &typed,
+        &RecordBatch::try_from_iter([("x", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef)])
+            .expect("batch"),
+    );
+    let out = burncache(
+        &[
+            "map",
+            guests::DOUBLE_COLUMNS,
+            typed.to_str().expect("utf-8"),
+            "-o",
+            dir.join("typed-out.parquet").to_str().expect("utf-8"),
+        ],
+        b"",
+    );
+    assert_exit(&out, 19);
+    assert!(
+        stderr(&out).contains("column `x` is int32"),
+        "{}",
+        stderr(&out)
+    );
+}
