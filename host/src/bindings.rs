@@ -28,6 +28,8 @@ pub(crate) mod js {
             "burncache:host/burn-cache": super::burncache::host::burn_cache,
         },
     });
+
+    pub(crate) use self::exports::burncache::host::script_runtime::{ColumnData, ScriptExports};
 }
 
 /// A columnar function's world, sharing the types above.

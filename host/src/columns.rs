@@ -5,13 +5,23 @@ use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use arrow_array::{Array, RecordBatch, RecordBatchOptions};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    ArrowPrimitiveType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, PrimitiveArray, RecordBatch, RecordBatchOptions,
+    StringArray,
+};
+use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::Error;
 use crate::bindings::columnar::{WitColumn, WitColumnType, WitSignature};
+use crate::bindings::js::ColumnData;
 
 /// The media type of an Arrow IPC stream, what columnar calls take and return over
 /// HTTP.
@@ -232,6 +242,194 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RecordBatch, String> {
         Ok(Err(e)) => Err(format!("not an Arrow IPC stream: {e}")),
         Err(_) => Err("not an Arrow IPC stream: the decoder gave up on it".to_string()),
     }
+}
+
+/// The contract's type of an Arrow type, if it has one.
+fn wit_type(ty: &DataType) -> Option<WitColumnType> {
+    Some(match ty {
+        DataType::Boolean => WitColumnType::Boolean,
+        DataType::Int8 => WitColumnType::Int8,
+        DataType::Int16 => WitColumnType::Int16,
+        DataType::Int32 => WitColumnType::Int32,
+        DataType::Int64 => WitColumnType::Int64,
+        DataType::UInt8 => WitColumnType::Uint8,
+        DataType::UInt16 => WitColumnType::Uint16,
+        DataType::UInt32 => WitColumnType::Uint32,
+        DataType::UInt64 => WitColumnType::Uint64,
+        DataType::Float32 => WitColumnType::Float32,
+        DataType::Float64 => WitColumnType::Float64,
+        DataType::Utf8 => WitColumnType::Utf8,
+        DataType::Binary => WitColumnType::Binary,
+        _ => return None,
+    })
+}
+
+/// A batch's columns laid out for the JavaScript runtime: values, offsets and
+/// validity as Arrow holds them. The batch's types are the contract's (it went
+/// through [`ColumnSignature::take_inputs`]).
+pub(crate) fn to_column_data(batch: &RecordBatch) -> Result<Vec<ColumnData>, Error> {
+    fn primitive<T: ArrowPrimitiveType>(array: &ArrayRef) -> Vec<u8> {
+        array
+            .as_primitive::<T>()
+            .values()
+            .inner()
+            .as_slice()
+            .to_vec()
+    }
+    fn bytes(offsets: &[i32], values: &[u8]) -> (Vec<u8>, Vec<u32>) {
+        let first = offsets.first().copied().unwrap_or(0);
+        let last = offsets.last().copied().unwrap_or(0);
+        let values = values[first as usize..last as usize].to_vec();
+        (values, offsets.iter().map(|o| (o - first) as u32).collect())
+    }
+    let schema = batch.schema();
+    schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, array)| {
+            let ty = wit_type(array.data_type()).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "column `{}` is {}",
+                    field.name(),
+                    type_name(array.data_type())
+                ))
+            })?;
+            let (values, offsets) = match array.data_type() {
+                DataType::Boolean => (
+                    array.as_boolean().values().iter().map(u8::from).collect(),
+                    Vec::new(),
+                ),
+                DataType::Int8 => (primitive::<Int8Type>(array), Vec::new()),
+                DataType::Int16 => (primitive::<Int16Type>(array), Vec::new()),
+                DataType::Int32 => (primitive::<Int32Type>(array), Vec::new()),
+                DataType::Int64 => (primitive::<Int64Type>(array), Vec::new()),
+                DataType::UInt8 => (primitive::<UInt8Type>(array), Vec::new()),
+                DataType::UInt16 => (primitive::<UInt16Type>(array), Vec::new()),
+                DataType::UInt32 => (primitive::<UInt32Type>(array), Vec::new()),
+                DataType::UInt64 => (primitive::<UInt64Type>(array), Vec::new()),
+                DataType::Float32 => (primitive::<Float32Type>(array), Vec::new()),
+                DataType::Float64 => (primitive::<Float64Type>(array), Vec::new()),
+                DataType::Utf8 => {
+                    let strings = array.as_string::<i32>();
+                    bytes(strings.offsets(), strings.values())
+                }
+                _ => {
+                    let binary = array.as_binary::<i32>();
+                    bytes(binary.offsets(), binary.values())
+                }
+            };
+            let valid = array
+                .logical_nulls()
+                .map(|nulls| nulls.iter().collect())
+                .unwrap_or_default();
+            Ok(ColumnData {
+                name: field.name().clone(),
+                type_: ty,
+                values,
+                offsets,
+                valid,
+            })
+        })
+        .collect()
+}
+
+/// The bytes a laid-out column holds, for the output ceiling.
+pub(crate) fn column_data_len(columns: &[ColumnData]) -> u64 {
+    columns
+        .iter()
+        .map(|c| (c.values.len() + c.offsets.len() * 4 + c.valid.len() + c.name.len()) as u64)
+        .sum()
+}
+
+/// A batch from columns the JavaScript runtime laid out: every length, offset and
+/// string checked, as from any guest.
+pub(crate) fn from_column_data(
+    columns: Vec<ColumnData>,
+    rows: usize,
+) -> Result<RecordBatch, String> {
+    fn primitive<T: ArrowPrimitiveType>(
+        values: &[u8],
+        rows: usize,
+        nulls: Option<NullBuffer>,
+    ) -> Result<ArrayRef, String> {
+        let width = size_of::<T::Native>();
+        if values.len() != rows * width {
+            return Err(format!(
+                "{} bytes of values for {rows} rows of {width} bytes",
+                values.len()
+            ));
+        }
+        // Copied into a buffer aligned for the type.
+        let buffer = ScalarBuffer::<T::Native>::new(Buffer::from_slice_ref(values), 0, rows);
+        PrimitiveArray::<T>::try_new(buffer, nulls)
+            .map(|a| Arc::new(a) as ArrayRef)
+            .map_err(|e| e.to_string())
+    }
+    fn offsets(offsets: &[u32], rows: usize, values: usize) -> Result<OffsetBuffer<i32>, String> {
+        let ordered = offsets.first() == Some(&0)
+            && offsets.windows(2).all(|w| w[0] <= w[1])
+            && offsets.last().is_some_and(|&last| last as usize == values)
+            && values <= i32::MAX as usize;
+        if offsets.len() != rows + 1 || !ordered {
+            return Err(format!(
+                "its {} offsets do not describe {rows} values in {values} bytes",
+                offsets.len()
+            ));
+        }
+        Ok(OffsetBuffer::new(ScalarBuffer::from(
+            offsets.iter().map(|&o| o as i32).collect::<Vec<_>>(),
+        )))
+    }
+    let mut fields = Vec::with_capacity(columns.len());
+    let mut arrays = Vec::with_capacity(columns.len());
+    for column in columns {
+        let name = column.name;
+        let fail = |e: String| format!("column `{name}`: {e}");
+        let nulls = match column.valid.len() {
+            0 => None,
+            n if n == rows => Some(NullBuffer::from(column.valid)),
+            n => return Err(fail(format!("{n} validity flags for {rows} rows"))),
+        };
+        let values = column.values;
+        let array = match column.type_ {
+            WitColumnType::Boolean => {
+                if values.len() != rows {
+                    return Err(fail(format!("{} booleans for {rows} rows", values.len())));
+                }
+                Ok(Arc::new(BooleanArray::new(
+                    values.iter().map(|b| *b != 0).collect(),
+                    nulls,
+                )) as ArrayRef)
+            }
+            WitColumnType::Int8 => primitive::<Int8Type>(&values, rows, nulls),
+            WitColumnType::Int16 => primitive::<Int16Type>(&values, rows, nulls),
+            WitColumnType::Int32 => primitive::<Int32Type>(&values, rows, nulls),
+            WitColumnType::Int64 => primitive::<Int64Type>(&values, rows, nulls),
+            WitColumnType::Uint8 => primitive::<UInt8Type>(&values, rows, nulls),
+            WitColumnType::Uint16 => primitive::<UInt16Type>(&values, rows, nulls),
+            WitColumnType::Uint32 => primitive::<UInt32Type>(&values, rows, nulls),
+            WitColumnType::Uint64 => primitive::<UInt64Type>(&values, rows, nulls),
+            WitColumnType::Float32 => primitive::<Float32Type>(&values, rows, nulls),
+            WitColumnType::Float64 => primitive::<Float64Type>(&values, rows, nulls),
+            WitColumnType::Utf8 => offsets(&column.offsets, rows, values.len()).and_then(|o| {
+                StringArray::try_new(o, Buffer::from_vec(values), nulls)
+                    .map(|a| Arc::new(a) as ArrayRef)
+                    .map_err(|e| e.to_string())
+            }),
+            WitColumnType::Binary => offsets(&column.offsets, rows, values.len()).and_then(|o| {
+                BinaryArray::try_new(o, Buffer::from_vec(values), nulls)
+                    .map(|a| Arc::new(a) as ArrayRef)
+                    .map_err(|e| e.to_string())
+            }),
+        }
+        .map_err(fail)?;
+        fields.push(Field::new(name, data_type(column.type_), true));
+        arrays.push(array);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

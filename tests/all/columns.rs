@@ -703,3 +703,181 @@ fn map_reads_csv_as_the_declared_types_and_writes_ndjson() {
         stderr(&out)
     );
 }
+
+/// A columnar script: columns arrive as typed arrays (arrays when they hold nulls)
+/// and go back from either.
+const JS_COLUMNS: &str = r#"
+export const columns = {
+  inputs: { x: "float64", n: "int32", big: "int64", name: "utf8", flag: "boolean" },
+  outputs: { doubled: "float64", seen: "utf8", next: "int64", len: "uint32", not: "boolean", raw: "binary" },
+  call({ x, n, big, name, flag }) {
+    if (name[0] === "throw") throw new Error("asked to throw");
+    if (name[0] === "spin") for (;;) {}
+    if (name[0] === "short") return { doubled: [], seen: [], next: [], len: [], not: [], raw: [] };
+    const kinds = [x, n, big, name, flag].map((c) => c.constructor.name).join(" ");
+    return {
+      doubled: x instanceof Float64Array ? x.map((v) => v * 2) : x.map((v) => (v === null ? null : v * 2)),
+      seen: Array.from(name, () => kinds),
+      next: BigInt64Array.from(big, (v) => v + 1n),
+      len: Uint32Array.from(name, (s) => s.length),
+      not: Array.from(flag, (f) => !f),
+      raw: Array.from(name, (s) => (s === "none" ? null : new Uint8Array([s.length, 255]))),
+    };
+  },
+};
+"#;
+
+fn js_input(x: Vec<Option<f64>>, names: Vec<&str>) -> RecordBatch {
+    let rows = names.len();
+    RecordBatch::try_from_iter([
+        ("x", Arc::new(Float64Array::from(x)) as ArrayRef),
+        ("n", Arc::new(Int32Array::from_iter_values(0..rows as i32))),
+        (
+            "big",
+            Arc::new(Int64Array::from_iter_values(
+                (0..rows as i64).map(|i| i64::MAX - 1 - i),
+            )),
+        ),
+        ("name", Arc::new(StringArray::from(names))),
+        (
+            "flag",
+            Arc::new(BooleanArray::from_iter((0..rows).map(|i| Some(i % 2 == 0)))),
+        ),
+    ])
+    .expect("batch")
+}
+
+#[tokio::test]
+async fn a_javascript_script_is_columnar_over_typed_arrays() {
+    let cache = cache();
+    let script = cache
+        .register(JS_COLUMNS.as_bytes())
+        .await
+        .expect("register");
+    let out = cache
+        .execute_columns(
+            &script,
+            &js_input(vec![Some(1.5), Some(-2.0)], vec!["héllo", "none"]),
+            &no_limits(),
+        )
+        .await
+        .expect("columns");
+    assert_eq!(floats(&out, "doubled"), vec![Some(3.0), Some(-4.0)]);
+    let seen = out
+        .column_by_name("seen")
+        .expect("seen")
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("utf8");
+    assert_eq!(
+        seen.value(0),
+        "Float64Array Int32Array BigInt64Array Array Array"
+    );
+    let next = out
+        .column_by_name("next")
+        .expect("next")
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("int64");
+    assert_eq!(next.values().to_vec(), vec![i64::MAX, i64::MAX - 1]);
+    let len = out
+        .column_by_name("len")
+        .expect("len")
+        .as_any()
+        .downcast_ref::<UInt32Array>()
+        .expect("uint32");
+    assert_eq!(len.values().to_vec(), vec![5, 4]);
+    let not = out
+        .column_by_name("not")
+        .expect("not")
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .expect("bool");
+    assert_eq!(
+        not.iter().collect::<Vec<_>>(),
+        vec![Some(false), Some(true)]
+    );
+    let raw = out
+        .column_by_name("raw")
+        .expect("raw")
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .expect("binary");
+    assert_eq!(
+        raw.iter().collect::<Vec<_>>(),
+        vec![Some(&[5u8, 255][..]), None]
+    );
+
+    // A column with nulls arrives as an array, nulls in place.
+    let out = cache
+        .execute_columns(
+            &script,
+            &js_input(vec![Some(1.0), None, Some(4.0)], vec!["a", "b", "c"]),
+            &no_limits(),
+        )
+        .await
+        .expect("columns");
+    assert_eq!(floats(&out, "doubled"), vec![Some(2.0), None, Some(8.0)]);
+    let seen = out
+        .column_by_name("seen")
+        .expect("seen")
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("utf8");
+    assert!(
+        seen.value(0).starts_with("Array Int32Array"),
+        "{}",
+        seen.value(0)
+    );
+
+    // Its faults are classified like any call's, and its schema is checked.
+    let fault = |name: &'static str, limits: Limits| {
+        let cache = &cache;
+        async move {
+            cache
+                .execute_columns(&script, &js_input(vec![Some(1.0)], vec![name]), &limits)
+                .await
+                .expect_err(name)
+        }
+    };
+    let e = fault("throw", no_limits()).await;
+    assert_eq!(e.kind(), ErrorKind::Guest);
+    assert!(e.to_string().contains("asked to throw"), "{e}");
+    let e = fault("short", no_limits()).await;
+    assert_eq!(e.kind(), ErrorKind::Guest);
+    assert!(e.to_string().contains("0 values for 1 rows"), "{e}");
+    let e = fault(
+        "spin",
+        Limits {
+            fuel: Some(50_000_000),
+            ..Limits::default()
+        },
+    )
+    .await;
+    assert_eq!(e.kind(), ErrorKind::FuelExhausted);
+    let e = cache
+        .execute_columns(&script, &xs(vec![Some(1.0)]), &no_limits())
+        .await
+        .expect_err("missing columns");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("no column `n`"), "{e}");
+
+    // A declaration that breaks the contract fails the script's check.
+    let e = cache
+        .register(b"export const columns = { inputs: { x: \"decimal\" }, outputs: {}, call() {} };")
+        .await
+        .expect_err("bad type");
+    assert_eq!(e.kind(), ErrorKind::CompileFailed);
+    assert!(e.to_string().contains("\"decimal\""), "{e}");
+    // A function script is not columnar.
+    let plain = cache
+        .register(b"module.exports = (x) => x;")
+        .await
+        .expect("register");
+    let e = cache
+        .execute_columns(&plain, &xs(vec![Some(1.0)]), &no_limits())
+        .await
+        .expect_err("not columnar");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("exports no `columns`"), "{e}");
+}

@@ -35,8 +35,10 @@ use std::cell::{Cell, RefCell};
 use std::io::Write as _;
 
 use burncache::host::burn_cache;
-use burncache::host::types::{Error, Limits, Payload};
-use exports::burncache::host::script_runtime::{Guest as ScriptGuest, ScriptExports};
+use burncache::host::types::{Error, Limits, Payload, Signature};
+use exports::burncache::host::script_runtime::{ColumnData, Guest as ScriptGuest, ScriptExports};
+
+mod columnar;
 
 /// The file name scripts are given in positions and stack traces.
 const SCRIPT_NAME: &str = "script.js";
@@ -52,9 +54,15 @@ impl Guest for ScriptRuntime {
 impl ScriptGuest for ScriptRuntime {
     fn check(source: String) -> Result<ScriptExports, Error> {
         with_context(|ctx| {
-            load(ctx, &source).map(|exports| ScriptExports {
-                function: exports.function.is_some(),
-                batch: exports.batch.is_some(),
+            load(ctx, &source).and_then(|exports| {
+                if let Some(columns) = &exports.columns {
+                    columnar::signature(columns)?;
+                }
+                Ok(ScriptExports {
+                    function: exports.function.is_some(),
+                    batch: exports.batch.is_some(),
+                    columns: exports.columns.is_some(),
+                })
             })
         })
     }
@@ -89,6 +97,21 @@ impl ScriptGuest for ScriptRuntime {
                 .collect(),
             Ok(Exports { .. }) => inputs.iter().map(|_| Err(no_function())).collect(),
             Err(e) => inputs.iter().map(|_| Err(e.clone())).collect(),
+        })
+    }
+
+    fn describe_columns(source: String) -> Result<Signature, Error> {
+        with_context(|ctx| columnar::signature(&columns_of(ctx, &source)?))
+    }
+
+    fn call_columns(
+        source: String,
+        rows: u32,
+        columns: Vec<ColumnData>,
+    ) -> Result<Vec<ColumnData>, Error> {
+        with_context(|ctx| {
+            let declared = columns_of(ctx, &source)?;
+            columnar::call(ctx, &declared, rows as usize, columns)
         })
     }
 
@@ -546,10 +569,24 @@ fn describe(e: &Error) -> (&'static str, Option<String>) {
     }
 }
 
-/// What a script exports: its function, its whole-batch function, or both.
+/// What a script exports: its function, its whole-batch function, its columnar
+/// function, or some of them.
 struct Exports<'js> {
     function: Option<Function<'js>>,
     batch: Option<Function<'js>>,
+    /// The `columns` object: `inputs`, `outputs` and `call`.
+    columns: Option<Object<'js>>,
+}
+
+/// The script's `columns` export, or why it has none.
+fn columns_of<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Object<'js>, Error> {
+    load(ctx, source)?.columns.ok_or_else(|| {
+        Error::InvalidInput(
+            "the script exports no `columns` (`export const columns = { inputs, outputs, \
+             call }`), so it cannot be called with columns"
+                .to_string(),
+        )
+    })
 }
 
 fn no_function() -> Error {
@@ -642,25 +679,31 @@ fn load_script<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Exports<'js>, Load> 
     let batch = exported
         .as_object()
         .and_then(|o| o.get::<_, Function>("batch").ok());
+    let columns = exported
+        .as_object()
+        .and_then(|o| o.get::<_, Object>("columns").ok());
     let function = exported_function(exported, "module.exports");
-    exports(function, batch).map_err(Load::Failed)
+    exports(function, batch, columns).map_err(Load::Failed)
 }
 
 /// The exports found, or the reason there are none.
 fn exports<'js>(
     function: Result<Function<'js>, Error>,
     batch: Option<Function<'js>>,
+    columns: Option<Object<'js>>,
 ) -> Result<Exports<'js>, Error> {
-    match (function, batch) {
-        (Ok(function), batch) => Ok(Exports {
+    match (function, batch, columns) {
+        (Ok(function), batch, columns) => Ok(Exports {
             function: Some(function),
             batch,
+            columns,
         }),
-        (Err(_), Some(batch)) => Ok(Exports {
+        (Err(e), None, None) => Err(e),
+        (Err(_), batch, columns) => Ok(Exports {
             function: None,
-            batch: Some(batch),
+            batch,
+            columns,
         }),
-        (Err(e), None) => Err(e),
     }
 }
 
@@ -680,7 +723,13 @@ fn load_module<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Exports<'js>, Load> 
         .get("default")
         .map_err(|e| Load::Failed(internal(e)))?;
     let batch = module.get::<_, Function>("batch").ok();
-    exports(exported_function(exported, "export default"), batch).map_err(Load::Failed)
+    let columns = module.get::<_, Object>("columns").ok();
+    exports(
+        exported_function(exported, "export default"),
+        batch,
+        columns,
+    )
+    .map_err(Load::Failed)
 }
 
 fn exported_function<'js>(exported: Value<'js>, form: &str) -> Result<Function<'js>, Error> {

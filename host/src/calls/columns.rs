@@ -8,10 +8,10 @@ use std::time::Instant;
 use arrow_array::RecordBatch;
 
 use super::{Within, prepare};
-use crate::bindings::columnar::ColumnarUdf;
+use crate::bindings::columnar::{ColumnarUdf, WitSignature};
 use crate::columns::{self, ColumnSignature};
 use crate::payload::{check_error, off_worker};
-use crate::registry::{Compiled, Registry};
+use crate::registry::{Compiled, Registry, ScriptInstance};
 use crate::sandbox::{Outcome, Sandbox};
 use crate::{Digest, Error};
 
@@ -41,7 +41,7 @@ pub(crate) async fn execute_columns(
     };
     sandbox
         .run(async |sandbox| {
-            let instance = instantiate(sandbox, &compiled).await?;
+            let instance = Columnar::new(sandbox, &compiled).await?;
             let (signature, inputs) = match known {
                 Some(known) => known,
                 None => {
@@ -50,33 +50,111 @@ pub(crate) async fn execute_columns(
                     (signature, inputs)
                 }
             };
-            let rows = inputs.num_rows();
-            let size = inputs.get_array_memory_size() as u64;
-            let stream = off_worker(inputs, size, |inputs| columns::encode(&inputs)).await??;
-            let returned = instance
-                .burncache_host_columns()
-                .call_call_columns(&mut sandbox.store, &stream)
-                .await;
-            drop(stream);
-            let ceiling = sandbox.output_ceiling();
-            let output = match returned {
-                Ok(Ok(output)) => output,
-                Ok(Err(message)) => return Err(check_error(Error::Guest(message), ceiling)),
-                Err(e) => return Err(sandbox.classify(e)),
-            };
-            if output.len() as u64 > ceiling {
-                return Err(Error::OutputTooLarge(ceiling));
-            }
-            let len = output.len() as u64;
-            off_worker(output, len, move |output| {
-                let batch = columns::decode(&output)
-                    .map_err(|e| Error::Guest(format!("the function's output is {e}")))?;
-                signature.check_outputs(batch, rows)
-            })
-            .await?
+            instance.call(sandbox, inputs, signature).await
         })
         .await
         .spent(spent)
+}
+
+/// An instance a columnar call runs in.
+enum Columnar {
+    /// A columnar component's.
+    Udf(ColumnarUdf),
+    /// The JavaScript runtime's, running a script that exports `columns`.
+    Script(ScriptInstance),
+}
+
+impl Columnar {
+    async fn new(sandbox: &mut Sandbox, compiled: &Compiled) -> Result<Columnar, Error> {
+        if let Some(script) = compiled.script.as_ref().filter(|s| s.columns) {
+            return ScriptInstance::instantiate(sandbox, script)
+                .await
+                .map(Columnar::Script);
+        }
+        let pre = compiled
+            .columns
+            .as_ref()
+            .ok_or_else(|| not_columnar(compiled))?;
+        pre.instantiate_async(&mut sandbox.store)
+            .await
+            .map(Columnar::Udf)
+            .map_err(|e| sandbox.classify(e))
+    }
+
+    async fn describe(&self, sandbox: &mut Sandbox) -> Result<WitSignature, Error> {
+        let declared = match self {
+            Columnar::Udf(udf) => udf
+                .burncache_host_columns()
+                .call_describe(&mut sandbox.store)
+                .await
+                .map(Ok),
+            Columnar::Script(script) => script.describe_columns(sandbox).await,
+        };
+        declared.unwrap_or_else(|e| Err(sandbox.classify(e)))
+    }
+
+    /// Runs the function on `inputs`, the declared input columns, and checks what it
+    /// returns against `signature`.
+    async fn call(
+        &self,
+        sandbox: &mut Sandbox,
+        inputs: RecordBatch,
+        signature: Arc<ColumnSignature>,
+    ) -> Result<RecordBatch, Error> {
+        let rows = inputs.num_rows();
+        let ceiling = sandbox.output_ceiling();
+        match self {
+            Columnar::Udf(udf) => {
+                let size = inputs.get_array_memory_size() as u64;
+                let stream = off_worker(inputs, size, |inputs| columns::encode(&inputs)).await??;
+                let returned = udf
+                    .burncache_host_columns()
+                    .call_call_columns(&mut sandbox.store, &stream)
+                    .await;
+                drop(stream);
+                let output = match returned {
+                    Ok(Ok(output)) => output,
+                    Ok(Err(message)) => return Err(check_error(Error::Guest(message), ceiling)),
+                    Err(e) => return Err(sandbox.classify(e)),
+                };
+                if output.len() as u64 > ceiling {
+                    return Err(Error::OutputTooLarge(ceiling));
+                }
+                let len = output.len() as u64;
+                off_worker(output, len, move |output| {
+                    let batch = columns::decode(&output)
+                        .map_err(|e| Error::Guest(format!("the function's output is {e}")))?;
+                    signature.check_outputs(batch, rows)
+                })
+                .await?
+            }
+            Columnar::Script(script) => {
+                let count = u32::try_from(rows).map_err(|_| {
+                    Error::InvalidInput(format!("{rows} rows is more than a script takes"))
+                })?;
+                let size = inputs.get_array_memory_size() as u64;
+                let laid_out =
+                    off_worker(inputs, size, |inputs| columns::to_column_data(&inputs)).await??;
+                let returned = script.call_columns(sandbox, count, &laid_out).await;
+                drop(laid_out);
+                let output = match returned {
+                    Ok(Ok(output)) => output,
+                    Ok(Err(e)) => return Err(check_error(e, ceiling)),
+                    Err(e) => return Err(sandbox.classify(e)),
+                };
+                let len = columns::column_data_len(&output);
+                if len > ceiling {
+                    return Err(Error::OutputTooLarge(ceiling));
+                }
+                off_worker(output, len, move |output| {
+                    let batch = columns::from_column_data(output, rows)
+                        .map_err(|e| Error::Guest(format!("the script's output: {e}")))?;
+                    signature.check_outputs(batch, rows)
+                })
+                .await?
+            }
+        }
+    }
 }
 
 /// [`execute_columns`] on a batch given as an Arrow IPC stream, answered as one: a
@@ -139,7 +217,7 @@ pub(crate) async fn describe_columns(
     }
     sandbox
         .run_uncounted(async |sandbox| {
-            let instance = instantiate(sandbox, &compiled).await?;
+            let instance = Columnar::new(sandbox, &compiled).await?;
             describe(sandbox, &compiled, &instance).await
         })
         .await
@@ -151,38 +229,31 @@ pub(crate) async fn describe_columns(
 async fn describe(
     sandbox: &mut Sandbox,
     compiled: &Compiled,
-    instance: &ColumnarUdf,
+    instance: &Columnar,
 ) -> Result<Arc<ColumnSignature>, Error> {
-    let declared = instance
-        .burncache_host_columns()
-        .call_describe(&mut sandbox.store)
-        .await
-        .map_err(|e| sandbox.classify(e))?;
+    let declared = instance.describe(sandbox).await?;
     let signature = Arc::new(ColumnSignature::from_wit(declared)?);
     Ok(compiled.signature.get_or_init(|| signature).clone())
 }
 
-async fn instantiate(sandbox: &mut Sandbox, compiled: &Compiled) -> Result<ColumnarUdf, Error> {
-    let pre = compiled
-        .columns
-        .as_ref()
-        .ok_or_else(|| not_columnar(compiled))?;
-    pre.instantiate_async(&mut sandbox.store)
-        .await
-        .map_err(|e| sandbox.classify(e))
-}
-
 fn columnar(compiled: &Compiled) -> Result<(), Error> {
+    let script = compiled.script.as_ref().is_some_and(|s| s.columns);
     match compiled.columns {
         Some(_) => Ok(()),
+        None if script => Ok(()),
         None => Err(not_columnar(compiled)),
     }
 }
 
 fn not_columnar(compiled: &Compiled) -> Error {
+    let what = if compiled.script.is_some() {
+        "the script exports no `columns` (`export const columns = { inputs, outputs, call }`)"
+    } else {
+        "it does not export `burncache:host/columns`"
+    };
     Error::InvalidInput(format!(
-        "component {} does not export `burncache:host/columns`, so it cannot be called \
-         with columns (call a function component with `execute`)",
+        "component {}: {what}, so it cannot be called with columns (call a function with \
+         `execute`)",
         compiled.digest
     ))
 }

@@ -87,6 +87,7 @@ async fn run_script(
         source,
         runtime,
         whole_batch: false,
+        columns: false,
     };
     let sandbox = match program_sandbox(registry, &options) {
         Ok(sandbox) => sandbox,

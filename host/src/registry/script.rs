@@ -17,7 +17,8 @@ use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
 use super::once::{Made, Once};
 use super::{Compiled, Readied, Registry, blocking};
-use crate::bindings::js::{JsRuntime, JsRuntimePre};
+use crate::bindings::columnar::WitSignature;
+use crate::bindings::js::{ColumnData, JsRuntime, JsRuntimePre, ScriptExports};
 use crate::bindings::{WitError, WitPayload};
 use crate::sandbox::{CallState, Grants, Host, Sandbox, Scope};
 use crate::stats::Counters;
@@ -48,6 +49,8 @@ pub(crate) struct Script {
     /// Whether it exports `batch`: batches go to it whole, and are never split into
     /// rows (which would change what it computes).
     pub(crate) whole_batch: bool,
+    /// Whether it exports `columns`: it can be called with columns.
+    pub(crate) columns: bool,
 }
 
 /// A script's instance of the runtime, with the script it runs.
@@ -70,19 +73,45 @@ impl ScriptInstance {
         }
     }
 
-    /// Checks the script; on success, whether it exports `batch`.
+    /// Checks the script; on success, what it exports.
     pub(crate) async fn check(
         &self,
         sandbox: &mut Sandbox,
-    ) -> wasmtime::Result<Result<bool, Error>> {
+    ) -> wasmtime::Result<Result<ScriptExports, Error>> {
         let checked = self
             .runtime
             .burncache_host_script_runtime()
             .call_check(&mut sandbox.store, &self.source)
             .await?;
-        Ok(checked
-            .map(|exports| exports.batch)
-            .map_err(|e| from_runtime(sandbox, e)))
+        Ok(checked.map_err(|e| from_runtime(sandbox, e)))
+    }
+
+    /// The columns the script's `columns` export declares.
+    pub(crate) async fn describe_columns(
+        &self,
+        sandbox: &mut Sandbox,
+    ) -> wasmtime::Result<Result<WitSignature, Error>> {
+        let declared = self
+            .runtime
+            .burncache_host_script_runtime()
+            .call_describe_columns(&mut sandbox.store, &self.source)
+            .await?;
+        Ok(declared.map_err(|e| from_runtime(sandbox, e)))
+    }
+
+    /// Runs the script's `columns.call` on `rows` rows of `columns`.
+    pub(crate) async fn call_columns(
+        &self,
+        sandbox: &mut Sandbox,
+        rows: u32,
+        columns: &[ColumnData],
+    ) -> wasmtime::Result<Result<Vec<ColumnData>, Error>> {
+        let returned = self
+            .runtime
+            .burncache_host_script_runtime()
+            .call_call_columns(&mut sandbox.store, &self.source, rows, columns)
+            .await?;
+        Ok(returned.map_err(|e| from_runtime(sandbox, e)))
     }
 
     pub(crate) async fn call(
@@ -378,6 +407,7 @@ impl Registry {
             source,
             runtime,
             whole_batch: false,
+            columns: false,
         };
         let scope = match within {
             Some(scope) => scope,
@@ -431,8 +461,9 @@ impl Registry {
 
         let outcome_fuel = outcome.fuel_burned;
         Made {
-            outcome: result.map(|whole_batch| {
-                script.whole_batch = whole_batch;
+            outcome: result.map(|exports| {
+                script.whole_batch = exports.batch;
+                script.columns = exports.columns;
                 Arc::new(Compiled {
                     digest,
                     udf: None,
