@@ -27,6 +27,9 @@ use crate::bindings::js::ColumnData;
 /// HTTP.
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
+/// The most columns a function may declare on either side.
+const MAX_COLUMNS: usize = 4096;
+
 /// What a columnar function takes and returns: its declared input columns, in the
 /// order it receives them, and its output columns.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,9 +50,16 @@ impl ColumnSignature {
                     "the function declares no {what} columns"
                 )));
             }
+            if columns.len() > MAX_COLUMNS {
+                return Err(Error::Guest(format!(
+                    "the function declares {} {what} columns; at most {MAX_COLUMNS} are taken",
+                    columns.len()
+                )));
+            }
             let mut fields: Vec<Field> = Vec::with_capacity(columns.len());
+            let mut names = std::collections::HashSet::with_capacity(columns.len());
             for column in columns {
-                if fields.iter().any(|f| f.name() == &column.name) {
+                if !names.insert(column.name.clone()) {
                     return Err(Error::Guest(format!(
                         "the function declares the {what} column `{}` twice",
                         column.name

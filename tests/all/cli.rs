@@ -272,7 +272,7 @@ fn inspect_shows_the_world() {
 #[test]
 fn help_has_examples_on_every_verb() {
     let verbs = [
-        "hash", "call", "batch", "run", "inspect", "deploy", "ls", "serve", "cache",
+        "hash", "call", "batch", "map", "run", "inspect", "deploy", "ls", "serve", "cache",
     ];
     for verb in verbs {
         let out = burncache(&[verb, "--help"], b"");
@@ -281,6 +281,22 @@ fn help_has_examples_on_every_verb() {
     }
     let out = burncache(&["--help"], b"");
     assert!(stdout(&out).contains("Exit codes:"));
+}
+
+/// `burncache sql` runs `burncache-sql`, and says how to get it when it is missing.
+#[test]
+fn sql_says_where_its_engine_comes_from() {
+    let out = burncache_with_env(
+        &["sql", "SELECT 1"],
+        b"",
+        &[("BURNCACHE_SQL", "/nonexistent/burncache-sql".to_string())],
+    );
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("cargo install burncache-datafusion"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Each error class exits with its own documented code.

@@ -971,7 +971,8 @@ async fn one_client_cannot_take_every_connection() {
 #[tokio::test]
 async fn a_client_that_does_not_read_its_answer_is_closed_after_the_send_timeout() {
     use std::io::{Read as _, Write as _};
-    let served = Served::start(&["--send-timeout", "1s", "--max-connections-per-client", "1"]);
+    // A send timeout long enough that a loaded machine still sees the slot held.
+    let served = Served::start(&["--send-timeout", "4s", "--max-connections-per-client", "1"]);
     let adversary = served.deploy(guests::ADVERSARY).await;
     let len: usize = 16 << 20;
     let body = json!({"op": "big-output", "len": len}).to_string();

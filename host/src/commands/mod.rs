@@ -14,6 +14,7 @@ mod ls;
 mod map;
 mod run;
 mod serve;
+mod sql;
 mod wasmtime;
 
 use std::path::Path;
@@ -83,6 +84,7 @@ enum Command {
     Call(call::CallCommand),
     Batch(batch::BatchCommand),
     Map(map::MapCommand),
+    Sql(sql::SqlCommand),
     Run(run::RunCommand),
     Inspect(inspect::InspectCommand),
     Deploy(deploy::DeployCommand),
@@ -111,6 +113,7 @@ impl Cli {
             Command::Call(c) => c.run().await,
             Command::Batch(c) => c.run().await,
             Command::Map(c) => c.run().await,
+            Command::Sql(c) => c.run(),
             Command::Run(c) => c.run().await,
             Command::Inspect(c) => c.run(),
             Command::Deploy(c) => c.run().await,

@@ -1,0 +1,186 @@
+//! burncache columnar functions as [DataFusion](https://datafusion.apache.org) scalar
+//! UDFs.
+//!
+//! A columnar component (one exporting `burncache:host/columns`) or a columnar
+//! JavaScript script with one output column becomes a scalar function of SQL: each
+//! record batch DataFusion evaluates is one call, in a fresh instance under the
+//! call ceilings, on the node's [`BurnCache`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use burncache::{BurnCache, Limits};
+//! use burncache_datafusion::BurnCacheUdf;
+//! use datafusion::prelude::SessionContext;
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! let cache = Arc::new(BurnCache::new()?);
+//! let digest = cache.register(&std::fs::read("double_columns.wasm")?).await?;
+//! let ctx = SessionContext::new().enable_url_table();
+//! let double = BurnCacheUdf::new("double", cache, digest, Limits::default()).await?;
+//! ctx.register_udf(double.into());
+//! ctx.sql("SELECT double(x) FROM 'data.parquet'").await?.show().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The SQL arguments are the function's declared input columns, in order; its types
+//! are the signature DataFusion checks and coerces calls against.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, RecordBatchOptions};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use burncache::{BurnCache, ColumnSignature, Digest, Error, Limits};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+
+/// A burncache columnar function as a DataFusion scalar UDF.
+pub struct BurnCacheUdf {
+    name: String,
+    cache: Arc<BurnCache>,
+    digest: Digest,
+    limits: Limits,
+    /// The declared inputs, all nullable: SQL values may be null, and the function
+    /// refuses nulls it does not take itself.
+    inputs: SchemaRef,
+    output: DataType,
+    signature: Signature,
+}
+
+impl BurnCacheUdf {
+    /// The columnar function `digest`, registered or found in `cache`'s store, as a
+    /// scalar UDF named `name`; every call runs under `limits`.
+    ///
+    /// # Errors
+    ///
+    /// What [`BurnCache::describe_columns`] reports (`NotFound`, `InvalidInput` for a
+    /// component that is not columnar, ...), and `InvalidInput` when the function
+    /// returns other than one column: a scalar function computes one value a row.
+    pub async fn new(
+        name: impl Into<String>,
+        cache: Arc<BurnCache>,
+        digest: Digest,
+        limits: Limits,
+    ) -> Result<BurnCacheUdf, Error> {
+        let declared = cache.describe_columns(&digest, &limits).await?;
+        BurnCacheUdf::with_signature(name.into(), cache, digest, limits, &declared)
+    }
+
+    fn with_signature(
+        name: String,
+        cache: Arc<BurnCache>,
+        digest: Digest,
+        limits: Limits,
+        declared: &ColumnSignature,
+    ) -> Result<BurnCacheUdf, Error> {
+        let [output] = declared.outputs.fields().iter().collect::<Vec<_>>()[..] else {
+            return Err(Error::InvalidInput(format!(
+                "{digest} returns {} columns; a scalar function returns one",
+                declared.outputs.fields().len()
+            )));
+        };
+        let inputs: Vec<Field> = declared
+            .inputs
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let types = inputs.iter().map(|f| f.data_type().clone()).collect();
+        Ok(BurnCacheUdf {
+            name,
+            cache,
+            digest,
+            limits,
+            inputs: Arc::new(Schema::new(inputs)),
+            output: output.data_type().clone(),
+            signature: Signature::exact(types, Volatility::Immutable),
+        })
+    }
+
+    /// The component this function runs.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+}
+
+impl std::fmt::Debug for BurnCacheUdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BurnCacheUdf")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for BurnCacheUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.digest == other.digest
+            && self.limits == other.limits
+            && Arc::ptr_eq(&self.cache, &other.cache)
+    }
+}
+
+impl Eq for BurnCacheUdf {}
+
+impl Hash for BurnCacheUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.digest.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for BurnCacheUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(self.output.clone())
+    }
+
+    /// One call per batch: the arguments (scalars spread over the batch's rows)
+    /// become the function's input columns.
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        let batch = RecordBatch::try_new_with_options(self.inputs.clone(), arrays, &options)?;
+        let call = self
+            .cache
+            .execute_columns(&self.digest, &batch, &self.limits);
+        let output = block_on(call)?.map_err(|e| {
+            DataFusionError::External(format!("{}({}): {e}", self.name, self.digest).into())
+        })?;
+        Ok(ColumnarValue::Array(output.column(0).clone()))
+    }
+}
+
+/// Waits for a call from DataFusion's synchronous UDF interface, inside the tokio
+/// runtime DataFusion runs on: in place on a multi-threaded runtime (the worker is
+/// handed over first), on a helper thread on a current-thread one.
+fn block_on<T: Send>(work: impl Future<Output = T> + Send) -> Result<T> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+        DataFusionError::Execution("a burncache UDF runs inside a tokio runtime".to_string())
+    })?;
+    match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| handle.block_on(work)))
+        }
+        _ => std::thread::scope(|scope| {
+            scope
+                .spawn(|| handle.block_on(work))
+                .join()
+                .map_err(|_| DataFusionError::Execution("the call's thread failed".to_string()))
+        }),
+    }
+}
