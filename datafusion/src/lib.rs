@@ -24,8 +24,8 @@
 //! # }
 //! ```
 //!
-//! The SQL arguments are the function's declared input columns, in order; its types
-//! are the signature DataFusion checks and coerces calls against.
+//! The SQL arguments are the function's declared input columns, in order: DataFusion
+//! casts each argument to its column's declared type, or refuses the query.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -89,7 +89,6 @@ impl BurnCacheUdf {
             .iter()
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
-        let types = inputs.iter().map(|f| f.data_type().clone()).collect();
         Ok(BurnCacheUdf {
             name,
             cache,
@@ -97,7 +96,7 @@ impl BurnCacheUdf {
             limits,
             inputs: Arc::new(Schema::new(inputs)),
             output: output.data_type().clone(),
-            signature: Signature::exact(types, Volatility::Immutable),
+            signature: Signature::user_defined(Volatility::Immutable),
         })
     }
 
@@ -148,11 +147,43 @@ impl ScalarUDFImpl for BurnCacheUdf {
         Ok(self.output.clone())
     }
 
+    /// The declared types, whatever the arguments' types: DataFusion casts each
+    /// argument to its column's type (Parquet strings, read as `Utf8View`, to
+    /// `Utf8`), or says it cannot.
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let declared: Vec<DataType> = self
+            .inputs
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        if arg_types.len() != declared.len() {
+            return Err(DataFusionError::Plan(format!(
+                "{} takes {} arguments ({}), not {}",
+                self.name,
+                declared.len(),
+                self.inputs
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), f.data_type()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                arg_types.len()
+            )));
+        }
+        Ok(declared)
+    }
+
     /// One call per batch: the arguments (scalars spread over the batch's rows)
     /// become the function's input columns.
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        // Scalars spread over every row, even when all arguments are scalars.
+        let arrays = args
+            .args
+            .iter()
+            .map(|arg| arg.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         let batch = RecordBatch::try_new_with_options(self.inputs.clone(), arrays, &options)?;
         let call = self
@@ -165,10 +196,11 @@ impl ScalarUDFImpl for BurnCacheUdf {
     }
 }
 
-/// Waits for a call from DataFusion's synchronous UDF interface, inside the tokio
-/// runtime DataFusion runs on: in place on a multi-threaded runtime (the worker is
-/// handed over first), on a helper thread on a current-thread one.
-fn block_on<T: Send>(work: impl Future<Output = T> + Send) -> Result<T> {
+/// Waits for a call from DataFusion's synchronous UDF interface, inside the
+/// multi-threaded tokio runtime DataFusion runs on: the worker is handed over to the
+/// runtime's other threads first. A current-thread runtime could not run the call's
+/// timers and I/O while its one thread waits, so it is refused.
+fn block_on<T>(work: impl Future<Output = T>) -> Result<T> {
     let handle = tokio::runtime::Handle::try_current().map_err(|_| {
         DataFusionError::Execution("a burncache UDF runs inside a tokio runtime".to_string())
     })?;
@@ -176,11 +208,10 @@ fn block_on<T: Send>(work: impl Future<Output = T> + Send) -> Result<T> {
         tokio::runtime::RuntimeFlavor::MultiThread => {
             Ok(tokio::task::block_in_place(|| handle.block_on(work)))
         }
-        _ => std::thread::scope(|scope| {
-            scope
-                .spawn(|| handle.block_on(work))
-                .join()
-                .map_err(|_| DataFusionError::Execution("the call's thread failed".to_string()))
-        }),
+        _ => Err(DataFusionError::Execution(
+            "a burncache UDF needs a multi-threaded tokio runtime (its calls keep their \
+             deadlines on the runtime's other threads)"
+                .to_string(),
+        )),
     }
 }

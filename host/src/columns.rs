@@ -1,7 +1,6 @@
 //! Columnar calls' vocabulary: the columns a function declares, the Arrow IPC
 //! stream format batches travel in, and the checks on both sides of a call.
 
-use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -15,7 +14,8 @@ use arrow_array::{
     StringArray,
 };
 use arrow_buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow_ipc::reader::StreamReader;
+use arrow_ipc::MessageHeader;
+use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
@@ -231,19 +231,39 @@ pub(crate) fn encode(batch: &RecordBatch) -> Result<Vec<u8>, Error> {
         writer.write(batch)?;
         writer.into_inner()
     };
-    write().map_err(|e| Error::InvalidInput(format!("cannot encode the batch: {e}")))
+    write().map_err(|e| Error::Backend(format!("cannot encode a batch: {e}")))
 }
 
 /// The one batch an Arrow IPC stream holds (its batches joined, when it holds
-/// several; no rows, when none). Untrusted bytes: every array is validated, and a
-/// panic in the decoder is an error, not the caller's end.
-pub(crate) fn decode(bytes: &[u8]) -> Result<RecordBatch, String> {
+/// several; no rows, when none).
+///
+/// The bytes are untrusted (a client's, a guest's), so the stream's framing is
+/// checked before Arrow reads it: every message and body must lie within the bytes,
+/// a batch's buffers within its body and not overlapping one another (so decoding
+/// touches each byte at most once, and what comes out is no larger than what came
+/// in), at most 4096 columns, no compression and no dictionaries. Buffers are read
+/// in place, never copied to align them, and every array is validated.
+pub(crate) fn decode(bytes: Vec<u8>) -> Result<RecordBatch, String> {
+    check_framing(&bytes).map_err(|e| format!("not an Arrow IPC stream we take: {e}"))?;
     let read = || -> Result<RecordBatch, arrow_schema::ArrowError> {
-        let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
-        let schema = reader.schema();
-        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        // In place when the bytes are aligned for every type (as large allocations
+        // are); else copied once into an aligned buffer.
+        let mut buffer = if (bytes.as_ptr() as usize).is_multiple_of(16) {
+            Buffer::from(bytes)
+        } else {
+            Buffer::from_slice_ref(&bytes)
+        };
+        let mut decoder = StreamDecoder::new().with_require_alignment(true);
+        let mut batches = Vec::new();
+        while let Some(batch) = decoder.decode(&mut buffer)? {
+            batches.push(batch);
+        }
+        decoder.finish()?;
+        let schema = decoder
+            .schema()
+            .ok_or_else(|| arrow_schema::ArrowError::IpcError("no schema".to_string()))?;
         match batches.len() {
-            1 => Ok(batches.into_iter().next().expect("one batch")),
+            1 => Ok(batches.pop().expect("one batch")),
             _ => arrow_select::concat::concat_batches(&schema, &batches),
         }
     };
@@ -252,6 +272,95 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RecordBatch, String> {
         Ok(Err(e)) => Err(format!("not an Arrow IPC stream: {e}")),
         Err(_) => Err("not an Arrow IPC stream: the decoder gave up on it".to_string()),
     }
+}
+
+/// Walks an IPC stream's messages without decoding them; see [`decode`].
+fn check_framing(bytes: &[u8]) -> Result<(), String> {
+    let word = |at: usize| -> Result<u32, String> {
+        bytes
+            .get(at..at.saturating_add(4))
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| format!("it ends inside a message's length at byte {at}"))
+    };
+    let mut at = 0usize;
+    let mut schema = false;
+    while at < bytes.len() {
+        let mut len = word(at)?;
+        at += 4;
+        if len == u32::MAX {
+            len = word(at)?;
+            at += 4;
+        }
+        if len == 0 {
+            // The end-of-stream marker.
+            return Ok(());
+        }
+        let end = at
+            .checked_add(len as usize)
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| format!("a message at byte {at} runs past the end"))?;
+        let message = arrow_ipc::root_as_message(&bytes[at..end])
+            .map_err(|e| format!("a message at byte {at} is malformed: {e}"))?;
+        at = end;
+        let body = usize::try_from(message.bodyLength())
+            .ok()
+            .filter(|&body| body <= bytes.len() - at)
+            .ok_or_else(|| {
+                format!(
+                    "a message declares a body of {} bytes, {} remain",
+                    message.bodyLength(),
+                    bytes.len() - at
+                )
+            })?;
+        match message.header_type() {
+            MessageHeader::Schema => {
+                let fields = message
+                    .header_as_schema()
+                    .and_then(|s| s.fields())
+                    .map_or(0, |f| f.len());
+                if schema {
+                    return Err("it has two schemas".to_string());
+                }
+                if fields > MAX_COLUMNS {
+                    return Err(format!("{fields} columns; at most {MAX_COLUMNS} are taken"));
+                }
+                schema = true;
+            }
+            MessageHeader::RecordBatch => {
+                let batch = message
+                    .header_as_record_batch()
+                    .ok_or("a batch message has no batch")?;
+                if batch.compression().is_some() {
+                    return Err("its batches are compressed".to_string());
+                }
+                let mut total = 0u64;
+                for buffer in batch.buffers().iter().flatten() {
+                    let (offset, len) = (buffer.offset(), buffer.length());
+                    let fits = u64::try_from(offset)
+                        .ok()
+                        .zip(u64::try_from(len).ok())
+                        .and_then(|(offset, len)| offset.checked_add(len))
+                        .is_some_and(|end| end <= body as u64);
+                    if !fits {
+                        return Err(format!(
+                            "a buffer of {len} bytes at {offset} lies outside its {body}-byte body"
+                        ));
+                    }
+                    total = total.saturating_add(len as u64);
+                }
+                if total > body as u64 {
+                    return Err("a batch's buffers overlap".to_string());
+                }
+            }
+            MessageHeader::DictionaryBatch => {
+                return Err("dictionary-encoded columns are not taken".to_string());
+            }
+            other => return Err(format!("a {other:?} message")),
+        }
+        at += body;
+    }
+    Ok(())
 }
 
 /// The contract's type of an Arrow type, if it has one.
@@ -496,10 +605,10 @@ mod tests {
         let batch =
             RecordBatch::try_from_iter([("y", Arc::new(Float64Array::from(vec![2.0])) as _)])
                 .expect("batch");
-        let back = decode(&encode(&batch).expect("encode")).expect("decode");
+        let back = decode(encode(&batch).expect("encode")).expect("decode");
         assert_eq!(back, batch);
         signature().check_outputs(back, 1).expect("declared");
-        assert!(decode(b"not arrow").is_err());
+        assert!(decode(b"not arrow".to_vec()).is_err());
         let e = signature().check_outputs(batch, 3).expect_err("row count");
         assert!(e.to_string().contains("returned 1 rows for 3"), "{e}");
     }

@@ -48,6 +48,9 @@ pub(crate) fn signature(columns: &Object<'_>) -> Result<Signature, Error> {
                 nullable: true,
             });
         }
+        if declared.is_empty() {
+            return Err(declaration(format!("`columns.{what}` declares no column")));
+        }
         Ok(declared)
     };
     if columns.get::<_, Function>("call").is_err() {
@@ -267,8 +270,11 @@ fn from_js(value: &Value<'_>, column: &Column, rows: usize) -> Result<ColumnData
         let n = match item.as_big_int() {
             Some(big) => big.clone().to_i64().ok()?,
             None => {
+                // Whole numbers only, within i64 (2^63 itself is not).
                 let f = item.as_number()?;
-                if f.fract() != 0.0 || !f.is_finite() {
+                if f.fract() != 0.0
+                    || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f)
+                {
                     return None;
                 }
                 f as i64

@@ -79,6 +79,9 @@ impl ScriptGuest for ScriptRuntime {
             } => invoke_batch(ctx, &batch, vec![input])
                 .pop()
                 .unwrap_or_else(|| Err(Error::Guest("the batch returned no row".to_string()))),
+            Exports {
+                columns: Some(_), ..
+            } => Err(only_columns()),
             Exports { .. } => Err(no_function()),
         })
     }
@@ -95,6 +98,9 @@ impl ScriptGuest for ScriptRuntime {
                 .into_iter()
                 .map(|input| invoke(ctx, &function, input))
                 .collect(),
+            Ok(Exports {
+                columns: Some(_), ..
+            }) => inputs.iter().map(|_| Err(only_columns())).collect(),
             Ok(Exports { .. }) => inputs.iter().map(|_| Err(no_function())).collect(),
             Err(e) => inputs.iter().map(|_| Err(e.clone())).collect(),
         })
@@ -587,6 +593,14 @@ fn columns_of<'js>(ctx: &Ctx<'js>, source: &str) -> Result<Object<'js>, Error> {
                 .to_string(),
         )
     })
+}
+
+fn only_columns() -> Error {
+    Error::InvalidInput(
+        "the script exports only `columns`: call it with columns (`execute-columns`, \
+         `burncache map`)"
+            .to_string(),
+    )
 }
 
 fn no_function() -> Error {

@@ -122,7 +122,7 @@ impl Columnar {
                 }
                 let len = output.len() as u64;
                 off_worker(output, len, move |output| {
-                    let batch = columns::decode(&output)
+                    let batch = columns::decode(output)
                         .map_err(|e| Error::Guest(format!("the function's output is {e}")))?;
                     signature.check_outputs(batch, rows)
                 })
@@ -167,7 +167,7 @@ pub(crate) async fn execute_columns_stream(
 ) -> Outcome<Vec<u8>> {
     let started = Instant::now();
     let len = stream.len() as u64;
-    let decoded = off_worker(stream, len, |stream| columns::decode(&stream)).await;
+    let decoded = off_worker(stream, len, columns::decode).await;
     let batch = match decoded {
         Ok(Ok(batch)) => batch,
         Ok(Err(e)) => {

@@ -46,7 +46,7 @@ pub struct MapCommand {
     to: Option<Format>,
     /// Rows per call.
     #[arg(long, value_name = "N", default_value_t = 65_536,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=1 << 20))]
     batch_rows: u32,
     /// Calls in flight at once [default: the number of cores]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -83,7 +83,7 @@ pub enum Format {
 
 impl Format {
     fn of(path: &Path, flag: &str) -> anyhow::Result<Format> {
-        if path == Path::new("-") {
+        if path == Path::new("-") && flag == "--to" {
             return Ok(Format::Arrows);
         }
         let extension = path
@@ -151,38 +151,53 @@ impl MapCommand {
                 .map(|f| f.as_ref().clone()),
         );
         let output_schema = Arc::new(Schema::new(fields));
-        let partial = Partial::new(&self.output);
-        let mut writer = Writer::create(partial.path(), to, &output_schema)?;
+        let partial = Partial::new(&self.output)?;
+        let mut writer = Writer::create(partial.file()?, to, &output_schema)?;
 
         let progress = progress(reader.rows, self.quiet);
         let jobs = self.jobs.map_or_else(
             || std::thread::available_parallelism().map_or(1, |n| n.get()),
             |n| n as usize,
         );
+        // Reading and writing are blocking work, each on a thread of its own; the
+        // calls are tasks of their own, so a slow reader or writer never holds up a
+        // call under way (whose deadline keeps running).
         let (sender, receiver) = tokio::sync::mpsc::channel(jobs * 2);
         let mut batches = reader.batches;
-        let reading = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             for batch in &mut batches {
                 if sender.blocking_send(batch).is_err() {
                     break;
                 }
             }
         });
+        let (to_writer, mut written_by) = tokio::sync::mpsc::channel::<RecordBatch>(jobs);
+        let writing = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            while let Some(batch) = written_by.blocking_recv() {
+                writer.write(&batch)?;
+            }
+            writer.finish()
+        });
         let incoming = futures::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|batch| (batch, receiver))
         });
-        let mut first_row = 0u64;
         let mut calls = std::pin::pin!(
             incoming
                 .map(|batch| {
                     let cache = cache.clone();
-                    async move { call(&cache, &digest, batch, &limits).await }
+                    tokio::spawn(async move { call(&cache, &digest, batch, &limits).await })
                 })
                 .buffered(jobs)
         );
-        let mut written = 0u64;
-        while let Some(done) = calls.next().await {
-            let (input, output) = done.with_context(|| {
+        let mut first_row = 0u64;
+        let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
+        loop {
+            let next = tokio::select! {
+                next = calls.next() => next,
+                _ = &mut interrupted => bail!("interrupted; {} is left as it was", self.output.display()),
+            };
+            let Some(done) = next else { break };
+            let (input, output) = done.context("a call's task failed")?.with_context(|| {
                 format!(
                     "the batch starting at row {first_row} of {}",
                     self.input.display()
@@ -193,18 +208,20 @@ impl MapCommand {
             columns.extend(output.columns().iter().cloned());
             let batch = RecordBatch::try_new(output_schema.clone(), columns)
                 .context("cannot assemble an output batch")?;
-            writer.write(&batch)?;
+            if to_writer.send(batch).await.is_err() {
+                // The writer stopped: its error is reported below.
+                break;
+            }
             first_row += rows;
-            written += rows;
             progress.inc(rows);
         }
-        reading.await.context("the reading thread failed")?;
-        writer.finish()?;
+        drop(to_writer);
+        writing.await.context("the writing thread failed")??;
         partial.commit()?;
         progress.finish_and_clear();
         cache.settle().await;
         if !self.quiet && self.output != Path::new("-") {
-            eprintln!("{written} rows -> {}", self.output.display());
+            eprintln!("{first_row} rows -> {}", self.output.display());
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -217,8 +234,56 @@ async fn call(
     limits: &Limits,
 ) -> anyhow::Result<(RecordBatch, RecordBatch)> {
     let batch = batch.context("cannot read the input")?;
-    let output = cache.execute_columns(digest, &batch, limits).await?;
+    let taken = plain_strings(&batch)?;
+    let output = cache.execute_columns(digest, &taken, limits).await?;
     Ok((batch, output))
+}
+
+/// Strings and bytes as the contract carries them: the large, view and
+/// dictionary-encoded forms other writers use (Polars, pyarrow) cast to `Utf8` and
+/// `Binary`. Other types go as they are, for the call to check.
+fn plain_strings(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
+    use arrow_schema::DataType;
+    fn plain(ty: &DataType) -> Option<DataType> {
+        match ty {
+            DataType::LargeUtf8 | DataType::Utf8View => Some(DataType::Utf8),
+            DataType::LargeBinary | DataType::BinaryView => Some(DataType::Binary),
+            DataType::Dictionary(_, values) => match values.as_ref() {
+                DataType::Utf8 => Some(DataType::Utf8),
+                DataType::Binary => Some(DataType::Binary),
+                other => plain(other),
+            },
+            _ => None,
+        }
+    }
+    let schema = batch.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| plain(f.data_type()).is_some())
+    {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match plain(field.data_type()) {
+            Some(ty) => {
+                let cast = arrow_cast::cast(column, &ty)
+                    .with_context(|| format!("cannot read column `{}` as {ty}", field.name()))?;
+                fields.push(field.as_ref().clone().with_data_type(ty));
+                columns.push(cast);
+            }
+            None => {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 fn progress(rows: Option<u64>, quiet: bool) -> ProgressBar {
@@ -380,52 +445,56 @@ impl<R: RecordBatchReader> RecordBatchReader for Rebatched<R> {
     }
 }
 
-/// Where the output is written until it is whole: beside the output, renamed over
-/// it at the end, removed when the map fails (an existing output is left as it
+/// Where the output is written until it is whole: a file of an unpredictable name
+/// beside the output, created exclusively, renamed over the output at the end and
+/// removed when the map fails or is interrupted (an existing output is left as it
 /// was). Stdout is written directly.
 struct Partial {
     target: PathBuf,
-    path: PathBuf,
-    committed: bool,
+    file: Option<tempfile::NamedTempFile>,
 }
 
 impl Partial {
-    fn new(target: &Path) -> Partial {
-        let path = if target == Path::new("-") {
-            target.to_path_buf()
-        } else {
-            let name = target
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            target.with_file_name(format!(".{name}.{}.partial", std::process::id()))
-        };
-        Partial {
-            target: target.to_path_buf(),
-            path,
-            committed: false,
+    fn new(target: &Path) -> anyhow::Result<Partial> {
+        if target == Path::new("-") {
+            return Ok(Partial {
+                target: target.to_path_buf(),
+                file: None,
+            });
         }
+        let dir = match target.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a file beside {}", target.display()))?;
+        Ok(Partial {
+            target: target.to_path_buf(),
+            file: Some(file),
+        })
     }
 
-    fn path(&self) -> &Path {
-        &self.path
+    /// The file to write: the temporary one, or none for stdout.
+    fn file(&self) -> anyhow::Result<Option<File>> {
+        self.file
+            .as_ref()
+            .map(|f| f.reopen().context("cannot open the output"))
+            .transpose()
     }
 
-    fn commit(mut self) -> anyhow::Result<()> {
-        self.committed = true;
-        if self.path != self.target {
-            std::fs::rename(&self.path, &self.target)
+    fn commit(self) -> anyhow::Result<()> {
+        if let Some(file) = self.file {
+            file.persist(&self.target)
                 .with_context(|| format!("cannot write {}", self.target.display()))?;
         }
         Ok(())
-    }
-}
-
-impl Drop for Partial {
-    fn drop(&mut self) {
-        if !self.committed && self.path != self.target {
-            let _ = std::fs::remove_file(&self.path);
-        }
     }
 }
 
@@ -433,26 +502,25 @@ impl Drop for Partial {
 enum Writer {
     Parquet(parquet::arrow::ArrowWriter<BufWriter<File>>),
     Arrow(arrow_ipc::writer::FileWriter<BufWriter<File>>),
-    Arrows(arrow_ipc::writer::StreamWriter<Box<dyn Write>>),
+    Arrows(arrow_ipc::writer::StreamWriter<Box<dyn Write + Send>>),
     Csv(arrow_csv::Writer<BufWriter<File>>),
     Ndjson(arrow_json::LineDelimitedWriter<BufWriter<File>>),
 }
 
 impl Writer {
-    fn create(path: &Path, format: Format, schema: &SchemaRef) -> anyhow::Result<Writer> {
-        if path == Path::new("-") {
+    /// A writer to `file`, or to stdout when there is none.
+    fn create(file: Option<File>, format: Format, schema: &SchemaRef) -> anyhow::Result<Writer> {
+        let Some(file) = file else {
             if format != Format::Arrows {
                 bail!(UsageError(
                     "stdout (`-`) takes only an Arrow IPC stream".to_string()
                 ));
             }
-            let out: Box<dyn Write> = Box::new(BufWriter::new(std::io::stdout()));
+            let out: Box<dyn Write + Send> = Box::new(BufWriter::new(std::io::stdout()));
             return Ok(Writer::Arrows(arrow_ipc::writer::StreamWriter::try_new(
                 out, schema,
             )?));
-        }
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        };
         let file = BufWriter::new(file);
         Ok(match format {
             Format::Parquet => Writer::Parquet(parquet::arrow::ArrowWriter::try_new(
@@ -462,7 +530,7 @@ impl Writer {
             )?),
             Format::Arrow => Writer::Arrow(arrow_ipc::writer::FileWriter::try_new(file, schema)?),
             Format::Arrows => {
-                let out: Box<dyn Write> = Box::new(file);
+                let out: Box<dyn Write + Send> = Box::new(file);
                 Writer::Arrows(arrow_ipc::writer::StreamWriter::try_new(out, schema)?)
             }
             Format::Csv => Writer::Csv(arrow_csv::Writer::new(file)),
