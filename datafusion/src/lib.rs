@@ -147,9 +147,11 @@ impl ScalarUDFImpl for BurnCacheUdf {
         Ok(self.output.clone())
     }
 
-    /// The declared types, whatever the arguments' types: DataFusion casts each
-    /// argument to its column's type (Parquet strings, read as `Utf8View`, to
-    /// `Utf8`), or says it cannot.
+    /// The declared types, for arguments that convert to them without loss: the
+    /// other forms of strings and bytes (Parquet strings are read as `Utf8View`),
+    /// narrower numbers, and integers as floats, as SQL promotes them. Anything else
+    /// (a float to an integer, a string to a number) is refused when the query is
+    /// planned, naming the argument.
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         let declared: Vec<DataType> = self
             .inputs
@@ -170,6 +172,22 @@ impl ScalarUDFImpl for BurnCacheUdf {
                     .join(", "),
                 arg_types.len()
             )));
+        }
+        for (i, ((given, wanted), field)) in arg_types
+            .iter()
+            .zip(&declared)
+            .zip(self.inputs.fields())
+            .enumerate()
+        {
+            if !converts(given, wanted) {
+                return Err(DataFusionError::Plan(format!(
+                    "{}: argument {} (`{}`) is {given}, which does not convert to {wanted} \
+                     without loss; cast it",
+                    self.name,
+                    i + 1,
+                    field.name()
+                )));
+            }
         }
         Ok(declared)
     }
@@ -213,5 +231,27 @@ fn block_on<T>(work: impl Future<Output = T>) -> Result<T> {
              deadlines on the runtime's other threads)"
                 .to_string(),
         )),
+    }
+}
+
+/// Whether a value of type `from` converts to `to` without loss (or as SQL promotes
+/// integers to floats).
+fn converts(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    if from == to || from == &Null {
+        return true;
+    }
+    match (from, to) {
+        (Dictionary(_, values), _) => converts(values, to),
+        (Utf8View | LargeUtf8, Utf8) | (BinaryView | LargeBinary, Binary) => true,
+        (Int8, Int16 | Int32 | Int64 | Float32 | Float64)
+        | (Int16, Int32 | Int64 | Float32 | Float64)
+        | (Int32 | Int64, Int64 | Float64)
+        | (UInt8, UInt16 | UInt32 | UInt64 | Int16 | Int32 | Int64 | Float32 | Float64)
+        | (UInt16, UInt32 | UInt64 | Int32 | Int64 | Float32 | Float64)
+        | (UInt32, UInt64 | Int64 | Float64)
+        | (UInt64, UInt64 | Float64)
+        | (Float32, Float64) => true,
+        _ => false,
     }
 }

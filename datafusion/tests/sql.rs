@@ -133,6 +133,29 @@ async fn a_query_with_a_burncache_udf_equals_the_native_query() {
         "one call per batch, many batches"
     );
 
+    // Arguments convert to the declared types when nothing is lost: integers to
+    // floats, as SQL promotes them; a string to a float is refused at planning.
+    let got = whole(
+        &run(
+            &ctx,
+            &format!("SELECT double(id) AS y FROM '{path}' ORDER BY id"),
+        )
+        .await,
+    );
+    let want = whole(
+        &run(
+            &ctx,
+            &format!("SELECT CAST(id AS DOUBLE) * 2 AS y FROM '{path}' ORDER BY id"),
+        )
+        .await,
+    );
+    assert_eq!(got.columns(), want.columns());
+    let e = ctx
+        .sql(&format!("SELECT double(tag) FROM '{path}'"))
+        .await
+        .expect_err("a string is not a float");
+    assert!(e.to_string().contains("does not convert to Float64"), "{e}");
+
     // A function with several outputs is not a scalar function.
     let echo = cache
         .register(&std::fs::read(guests::COLUMNAR).expect("built"))
@@ -165,6 +188,7 @@ async fn a_query_with_a_burncache_udf_equals_the_native_query() {
         .await
         .expect_err("no fuel");
     assert!(e.to_string().contains("fuel"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 const SQL: &str = env!("CARGO_BIN_EXE_burncache-sql");
@@ -236,4 +260,5 @@ fn burncache_sql_runs_a_query_over_a_parquet_file() {
     let bad = sql(Path::new(SQL), &["SELECT 1", "--udf", "double"], &dir);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("NAME=COMPONENT"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -237,12 +237,13 @@ pub(crate) fn encode(batch: &RecordBatch) -> Result<Vec<u8>, Error> {
 /// The one batch an Arrow IPC stream holds (its batches joined, when it holds
 /// several; no rows, when none).
 ///
-/// The bytes are untrusted (a client's, a guest's), so the stream's framing is
-/// checked before Arrow reads it: every message and body must lie within the bytes,
-/// a batch's buffers within its body and not overlapping one another (so decoding
-/// touches each byte at most once, and what comes out is no larger than what came
-/// in), at most 4096 columns, no compression and no dictionaries. Buffers are read
-/// in place, never copied to align them, and every array is validated.
+/// The bytes are untrusted (a client's, a guest's), so the stream is checked before
+/// Arrow reads any of it ([`check_framing`]): only the contract's flat column types,
+/// every buffer within its message's body and as long as its rows need. Decoding
+/// then touches each byte at most once, allocates nothing a header alone asks for,
+/// and what comes out is no larger than what came in (a boolean row costs a bit),
+/// so the output ceiling holds. Buffers are read in place, and every array is
+/// validated.
 pub(crate) fn decode(bytes: Vec<u8>) -> Result<RecordBatch, String> {
     check_framing(&bytes).map_err(|e| format!("not an Arrow IPC stream we take: {e}"))?;
     let read = || -> Result<RecordBatch, arrow_schema::ArrowError> {
@@ -253,7 +254,7 @@ pub(crate) fn decode(bytes: Vec<u8>) -> Result<RecordBatch, String> {
         } else {
             Buffer::from_slice_ref(&bytes)
         };
-        let mut decoder = StreamDecoder::new().with_require_alignment(true);
+        let mut decoder = StreamDecoder::new();
         let mut batches = Vec::new();
         while let Some(batch) = decoder.decode(&mut buffer)? {
             batches.push(batch);
@@ -274,7 +275,65 @@ pub(crate) fn decode(bytes: Vec<u8>) -> Result<RecordBatch, String> {
     }
 }
 
-/// Walks an IPC stream's messages without decoding them; see [`decode`].
+/// The most record batches one stream may hold.
+const MAX_BATCHES: usize = 4096;
+
+/// How a column of a contract type lies in a batch's buffers, after its validity
+/// bitmap.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// A bitmap of values (booleans).
+    Bits,
+    /// Fixed-width values of this many bytes.
+    Fixed(u64),
+    /// 32-bit offsets, then the values' bytes (strings, byte strings).
+    Offsets,
+}
+
+impl Layout {
+    /// The column's buffers, its validity bitmap included.
+    fn buffers(self) -> usize {
+        match self {
+            Layout::Bits | Layout::Fixed(_) => 2,
+            Layout::Offsets => 3,
+        }
+    }
+}
+
+/// The layout of a schema field, if it is a flat column of a contract type.
+fn layout(field: arrow_ipc::Field<'_>) -> Result<Layout, String> {
+    let name = field.name().unwrap_or_default();
+    let refuse = |what: String| {
+        Err(format!(
+            "column `{name}` is {what}, which columns here cannot be"
+        ))
+    };
+    if field.dictionary().is_some() {
+        return refuse("dictionary-encoded".to_string());
+    }
+    if field.children().is_some_and(|c| !c.is_empty()) {
+        return refuse("nested".to_string());
+    }
+    match field.type_type() {
+        arrow_ipc::Type::Bool => Ok(Layout::Bits),
+        arrow_ipc::Type::Int => match field.type_as_int().map(|i| i.bitWidth()) {
+            Some(bits @ (8 | 16 | 32 | 64)) => Ok(Layout::Fixed(bits as u64 / 8)),
+            other => refuse(format!("an integer of {other:?} bits")),
+        },
+        arrow_ipc::Type::FloatingPoint => {
+            match field.type_as_floating_point().map(|f| f.precision()) {
+                Some(arrow_ipc::Precision::SINGLE) => Ok(Layout::Fixed(4)),
+                Some(arrow_ipc::Precision::DOUBLE) => Ok(Layout::Fixed(8)),
+                _ => refuse("a half-precision float".to_string()),
+            }
+        }
+        arrow_ipc::Type::Utf8 | arrow_ipc::Type::Binary => Ok(Layout::Offsets),
+        other => refuse(format!("of type {other:?}")),
+    }
+}
+
+/// Walks an IPC stream's messages without decoding them, and checks everything
+/// Arrow would otherwise trust; see [`decode`].
 fn check_framing(bytes: &[u8]) -> Result<(), String> {
     let word = |at: usize| -> Result<u32, String> {
         bytes
@@ -284,7 +343,8 @@ fn check_framing(bytes: &[u8]) -> Result<(), String> {
             .ok_or_else(|| format!("it ends inside a message's length at byte {at}"))
     };
     let mut at = 0usize;
-    let mut schema = false;
+    let mut layouts: Option<Vec<Layout>> = None;
+    let mut batches = 0usize;
     while at < bytes.len() {
         let mut len = word(at)?;
         at += 4;
@@ -315,43 +375,33 @@ fn check_framing(bytes: &[u8]) -> Result<(), String> {
             })?;
         match message.header_type() {
             MessageHeader::Schema => {
+                if layouts.is_some() {
+                    return Err("it has two schemas".to_string());
+                }
                 let fields = message
                     .header_as_schema()
                     .and_then(|s| s.fields())
-                    .map_or(0, |f| f.len());
-                if schema {
-                    return Err("it has two schemas".to_string());
+                    .ok_or("its schema has no fields")?;
+                if fields.len() > MAX_COLUMNS {
+                    return Err(format!(
+                        "{} columns; at most {MAX_COLUMNS} are taken",
+                        fields.len()
+                    ));
                 }
-                if fields > MAX_COLUMNS {
-                    return Err(format!("{fields} columns; at most {MAX_COLUMNS} are taken"));
-                }
-                schema = true;
+                layouts = Some(fields.iter().map(layout).collect::<Result<_, _>>()?);
             }
             MessageHeader::RecordBatch => {
+                let layouts = layouts
+                    .as_deref()
+                    .ok_or("a batch comes before the schema")?;
+                batches += 1;
+                if batches > MAX_BATCHES {
+                    return Err(format!("more than {MAX_BATCHES} batches"));
+                }
                 let batch = message
                     .header_as_record_batch()
                     .ok_or("a batch message has no batch")?;
-                if batch.compression().is_some() {
-                    return Err("its batches are compressed".to_string());
-                }
-                let mut total = 0u64;
-                for buffer in batch.buffers().iter().flatten() {
-                    let (offset, len) = (buffer.offset(), buffer.length());
-                    let fits = u64::try_from(offset)
-                        .ok()
-                        .zip(u64::try_from(len).ok())
-                        .and_then(|(offset, len)| offset.checked_add(len))
-                        .is_some_and(|end| end <= body as u64);
-                    if !fits {
-                        return Err(format!(
-                            "a buffer of {len} bytes at {offset} lies outside its {body}-byte body"
-                        ));
-                    }
-                    total = total.saturating_add(len as u64);
-                }
-                if total > body as u64 {
-                    return Err("a batch's buffers overlap".to_string());
-                }
+                check_batch(batch, layouts, body)?;
             }
             MessageHeader::DictionaryBatch => {
                 return Err("dictionary-encoded columns are not taken".to_string());
@@ -359,6 +409,84 @@ fn check_framing(bytes: &[u8]) -> Result<(), String> {
             other => return Err(format!("a {other:?} message")),
         }
         at += body;
+    }
+    Ok(())
+}
+
+/// One batch's header against its schema's layouts: as many rows in every column,
+/// every buffer within the body, none overlapping, each as long as its rows need.
+fn check_batch(
+    batch: arrow_ipc::RecordBatch<'_>,
+    layouts: &[Layout],
+    body: usize,
+) -> Result<(), String> {
+    if batch.compression().is_some() {
+        return Err("its batches are compressed".to_string());
+    }
+    if batch.variadicBufferCounts().is_some_and(|c| !c.is_empty()) {
+        return Err("a batch has variadic buffers".to_string());
+    }
+    let rows = u64::try_from(batch.length())
+        .ok()
+        .filter(|&rows| rows <= i32::MAX as u64)
+        .ok_or_else(|| format!("a batch of {} rows", batch.length()))?;
+    let nodes: Vec<_> = batch.nodes().iter().flatten().collect();
+    let buffers: Vec<_> = batch.buffers().iter().flatten().collect();
+    let wanted: usize = layouts.iter().map(|l| l.buffers()).sum();
+    if nodes.len() != layouts.len() || buffers.len() != wanted {
+        return Err(format!(
+            "a batch has {} columns and {} buffers for {} columns and {wanted} buffers",
+            nodes.len(),
+            buffers.len(),
+            layouts.len()
+        ));
+    }
+    let mut total = 0u64;
+    let mut lengths = Vec::with_capacity(buffers.len());
+    for buffer in &buffers {
+        let (offset, len) = (buffer.offset(), buffer.length());
+        let fits = u64::try_from(offset)
+            .ok()
+            .zip(u64::try_from(len).ok())
+            .and_then(|(offset, len)| offset.checked_add(len))
+            .is_some_and(|end| end <= body as u64);
+        if !fits {
+            return Err(format!(
+                "a buffer of {len} bytes at {offset} lies outside its {body}-byte body"
+            ));
+        }
+        total += len as u64;
+        lengths.push(len as u64);
+    }
+    if total > body as u64 {
+        return Err("a batch's buffers overlap".to_string());
+    }
+    let bitmap = rows.div_ceil(8);
+    let mut lengths = lengths.into_iter();
+    let mut next = || lengths.next().unwrap_or(0);
+    for (node, layout) in nodes.iter().zip(layouts) {
+        let nulls = node.null_count();
+        if u64::try_from(node.length()) != Ok(rows) || nulls < 0 || nulls as u64 > rows {
+            return Err(format!(
+                "a column of {} rows with {nulls} nulls in a batch of {rows} rows",
+                node.length()
+            ));
+        }
+        let validity = next();
+        let short = match *layout {
+            Layout::Bits => next() < bitmap,
+            Layout::Fixed(width) => next() < rows * width,
+            Layout::Offsets => {
+                let offsets = next();
+                next();
+                rows > 0 && offsets < (rows + 1) * 4
+            }
+        };
+        if (nulls > 0 && validity < bitmap) || short {
+            return Err(format!(
+                "a column's buffers are too short for its {rows} rows"
+            ));
+        }
     }
     Ok(())
 }

@@ -266,19 +266,19 @@ fn from_js(value: &Value<'_>, column: &Column, rows: usize) -> Result<ColumnData
             Ok(data)
         }};
     }
-    fn int<T: TryFrom<i64>>(item: &Value<'_>) -> Option<T> {
-        let n = match item.as_big_int() {
-            Some(big) => big.clone().to_i64().ok()?,
-            None => {
-                // Whole numbers only, within i64 (2^63 itself is not).
-                let f = item.as_number()?;
-                if f.fract() != 0.0
-                    || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f)
-                {
-                    return None;
-                }
-                f as i64
+    /// A whole Number or a BigInt, if it fits `T` exactly (a BigInt is read as its
+    /// decimal text: QuickJS's own conversion wraps modulo 2^64).
+    fn int<T: TryFrom<i128>>(item: &Value<'_>) -> Option<T> {
+        let n: i128 = if item.as_big_int().is_some() {
+            let text: rquickjs::convert::Coerced<String> = item.get().ok()?;
+            text.0.parse().ok()?
+        } else {
+            let f = item.as_number()?;
+            if f.fract() != 0.0 || !f.is_finite() {
+                return None;
             }
+            // Saturates only far beyond every integer column's range.
+            f as i128
         };
         T::try_from(n).ok()
     }

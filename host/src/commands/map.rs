@@ -159,64 +159,93 @@ impl MapCommand {
             || std::thread::available_parallelism().map_or(1, |n| n.get()),
             |n| n as usize,
         );
-        // Reading and writing are blocking work, each on a thread of its own; the
-        // calls are tasks of their own, so a slow reader or writer never holds up a
-        // call under way (whose deadline keeps running).
+        // Reading and writing are blocking work, each on a thread of its own (not the
+        // runtime's: a reader stuck on a pipe must not hold up the exit); the calls
+        // are tasks of their own, so a slow reader or writer never holds up a call
+        // under way, whose deadline keeps running.
         let (sender, receiver) = tokio::sync::mpsc::channel(jobs * 2);
         let mut batches = reader.batches;
-        tokio::task::spawn_blocking(move || {
+        let reading = std::thread::spawn(move || {
             for batch in &mut batches {
                 if sender.blocking_send(batch).is_err() {
                     break;
                 }
             }
         });
-        let (to_writer, mut written_by) = tokio::sync::mpsc::channel::<RecordBatch>(jobs);
-        let writing = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            while let Some(batch) = written_by.blocking_recv() {
-                writer.write(&batch)?;
-            }
-            writer.finish()
+        // `None` says the output is whole; a writer whose channel closes without it
+        // drops what it wrote unfinished.
+        let (to_writer, mut written_by) = tokio::sync::mpsc::channel::<Option<RecordBatch>>(jobs);
+        let (written, writing) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let wrote = (|| -> anyhow::Result<bool> {
+                while let Some(next) = written_by.blocking_recv() {
+                    match next {
+                        Some(batch) => writer.write(&batch)?,
+                        None => return writer.finish().map(|()| true),
+                    }
+                }
+                Ok(false)
+            })();
+            let _ = written.send(wrote);
         });
         let incoming = futures::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|batch| (batch, receiver))
         });
-        let mut calls = std::pin::pin!(
-            incoming
-                .map(|batch| {
-                    let cache = cache.clone();
-                    tokio::spawn(async move { call(&cache, &digest, batch, &limits).await })
-                })
-                .buffered(jobs)
-        );
         let mut first_row = 0u64;
-        let mut interrupted = std::pin::pin!(tokio::signal::ctrl_c());
-        loop {
-            let next = tokio::select! {
-                next = calls.next() => next,
-                _ = &mut interrupted => bail!("interrupted; {} is left as it was", self.output.display()),
-            };
-            let Some(done) = next else { break };
-            let (input, output) = done.context("a call's task failed")?.with_context(|| {
-                format!(
-                    "the batch starting at row {first_row} of {}",
-                    self.input.display()
-                )
-            })?;
-            let rows = input.num_rows() as u64;
-            let mut columns: Vec<_> = kept.iter().map(|&i| input.column(i).clone()).collect();
-            columns.extend(output.columns().iter().cloned());
-            let batch = RecordBatch::try_new(output_schema.clone(), columns)
-                .context("cannot assemble an output batch")?;
-            if to_writer.send(batch).await.is_err() {
-                // The writer stopped: its error is reported below.
-                break;
+        let work = async {
+            let mut calls = std::pin::pin!(
+                incoming
+                    .map(|batch| {
+                        let cache = cache.clone();
+                        let inputs = signature.inputs.clone();
+                        tokio::spawn(
+                            async move { call(&cache, &digest, batch, &limits, &inputs).await },
+                        )
+                    })
+                    .buffered(jobs)
+            );
+            let mut whole = true;
+            while let Some(done) = calls.next().await {
+                let (input, output) = done.context("a call's task failed")?.with_context(|| {
+                    format!(
+                        "the batch starting at row {first_row} of {}",
+                        self.input.display()
+                    )
+                })?;
+                let rows = input.num_rows() as u64;
+                let mut columns: Vec<_> = kept.iter().map(|&i| input.column(i).clone()).collect();
+                columns.extend(output.columns().iter().cloned());
+                let batch = RecordBatch::try_new(output_schema.clone(), columns)
+                    .context("cannot assemble an output batch")?;
+                if to_writer.send(Some(batch)).await.is_err() {
+                    // The writer stopped: its error is reported below.
+                    whole = false;
+                    break;
+                }
+                first_row += rows;
+                progress.inc(rows);
             }
-            first_row += rows;
-            progress.inc(rows);
+            if whole {
+                // The input ran out, so the reader is done; one that panicked ended
+                // it early, and the output is not whole.
+                if reading.join().is_err() {
+                    bail!("reading {} failed", self.input.display());
+                }
+                let _ = to_writer.send(None).await;
+            }
+            drop(to_writer);
+            match writing.await {
+                Ok(Ok(true)) => Ok(()),
+                Ok(Err(e)) => Err(e.context(format!("cannot write {}", self.output.display()))),
+                _ => bail!("the writing thread failed"),
+            }
+        };
+        tokio::select! {
+            done = work => done?,
+            _ = tokio::signal::ctrl_c() => {
+                bail!("interrupted; {} is left as it was", self.output.display())
+            }
         }
-        drop(to_writer);
-        writing.await.context("the writing thread failed")??;
         partial.commit()?;
         progress.finish_and_clear();
         cache.settle().await;
@@ -232,17 +261,18 @@ async fn call(
     digest: &Digest,
     batch: Result<RecordBatch, arrow_schema::ArrowError>,
     limits: &Limits,
+    inputs: &Schema,
 ) -> anyhow::Result<(RecordBatch, RecordBatch)> {
     let batch = batch.context("cannot read the input")?;
-    let taken = plain_strings(&batch)?;
+    let taken = plain_strings(&batch, inputs)?;
     let output = cache.execute_columns(digest, &taken, limits).await?;
     Ok((batch, output))
 }
 
-/// Strings and bytes as the contract carries them: the large, view and
-/// dictionary-encoded forms other writers use (Polars, pyarrow) cast to `Utf8` and
-/// `Binary`. Other types go as they are, for the call to check.
-fn plain_strings(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
+/// The function's input columns' strings and bytes as the contract carries them:
+/// the large, view and dictionary-encoded forms other writers use (Polars, pyarrow)
+/// cast to `Utf8` and `Binary`. Other types go as they are, for the call to check.
+fn plain_strings(batch: &RecordBatch, inputs: &Schema) -> anyhow::Result<RecordBatch> {
     use arrow_schema::DataType;
     fn plain(ty: &DataType) -> Option<DataType> {
         match ty {
@@ -256,18 +286,19 @@ fn plain_strings(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
             _ => None,
         }
     }
+    // Only the columns the function takes.
+    let plain = |field: &Field| -> Option<DataType> {
+        inputs.field_with_name(field.name()).ok()?;
+        plain(field.data_type())
+    };
     let schema = batch.schema();
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| plain(f.data_type()).is_some())
-    {
+    if !schema.fields().iter().any(|f| plain(f).is_some()) {
         return Ok(batch.clone());
     }
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        match plain(field.data_type()) {
+        match plain(field) {
             Some(ty) => {
                 let cast = arrow_cast::cast(column, &ty)
                     .with_context(|| format!("cannot read column `{}` as {ty}", field.name()))?;
@@ -470,9 +501,13 @@ impl Partial {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let file = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
+        let prefix = format!(".{name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".partial");
+        // Whatever File::create would give (0666 less the umask), not 0600.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let file = builder
             .tempfile_in(dir)
             .with_context(|| format!("cannot create a file beside {}", target.display()))?;
         Ok(Partial {
@@ -491,6 +526,10 @@ impl Partial {
 
     fn commit(self) -> anyhow::Result<()> {
         if let Some(file) = self.file {
+            // On disk before it takes the output's name.
+            file.as_file()
+                .sync_all()
+                .with_context(|| format!("cannot write {}", self.target.display()))?;
             file.persist(&self.target)
                 .with_context(|| format!("cannot write {}", self.target.display()))?;
         }
