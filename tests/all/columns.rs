@@ -20,116 +20,65 @@ use crate::{cache, guests, json, no_limits, read, register, tempdir, value};
 /// a `cmd` column: `cmds[i]` for row `i`.
 fn every_type(cmds: &[&str]) -> RecordBatch {
     let n = cmds.len();
-    let some = |i: usize| i % 3 != 1;
-    let column = |array: ArrayRef| array;
     RecordBatch::try_from_iter([
-        (
-            "b",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then_some(i % 2 == 0))
-                    .collect::<BooleanArray>(),
-            )),
-        ),
+        ("b", with_nulls::<_, BooleanArray>(n, |i| i % 2 == 0)),
         (
             "i8",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then_some(i8::MIN.wrapping_add(i as i8)))
-                    .collect::<Int8Array>(),
-            )),
+            with_nulls::<_, Int8Array>(n, |i| i8::MIN.wrapping_add(i as i8)),
         ),
         (
             "i16",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then_some(i16::MAX.wrapping_sub(i as i16)))
-                    .collect::<Int16Array>(),
-            )),
+            with_nulls::<_, Int16Array>(n, |i| i16::MAX.wrapping_sub(i as i16)),
         ),
-        (
-            "i32",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then_some(-(i as i32)))
-                    .collect::<Int32Array>(),
-            )),
-        ),
+        ("i32", with_nulls::<_, Int32Array>(n, |i| -(i as i32))),
         (
             "i64",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then_some(i64::MIN + i as i64))
-                    .collect::<Int64Array>(),
-            )),
+            with_nulls::<_, Int64Array>(n, |i| i64::MIN + i as i64),
         ),
-        (
-            "u8",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then_some(u8::MAX - i as u8))
-                    .collect::<UInt8Array>(),
-            )),
-        ),
+        ("u8", with_nulls::<_, UInt8Array>(n, |i| u8::MAX - i as u8)),
         (
             "u16",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then_some((i as u16).wrapping_mul(1000)))
-                    .collect::<UInt16Array>(),
-            )),
+            with_nulls::<_, UInt16Array>(n, |i| (i as u16).wrapping_mul(1000)),
         ),
         (
             "u32",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then_some(u32::MAX - i as u32))
-                    .collect::<UInt32Array>(),
-            )),
+            with_nulls::<_, UInt32Array>(n, |i| u32::MAX - i as u32),
         ),
         (
             "u64",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then_some(u64::MAX - i as u64))
-                    .collect::<UInt64Array>(),
-            )),
+            with_nulls::<_, UInt64Array>(n, |i| u64::MAX - i as u64),
         ),
-        (
-            "f32",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then_some(i as f32 / 3.0))
-                    .collect::<Float32Array>(),
-            )),
-        ),
+        ("f32", with_nulls::<_, Float32Array>(n, |i| i as f32 / 3.0)),
         (
             "f64",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then_some(if i == 0 { f64::NAN } else { i as f64 * 1.5 }))
-                    .collect::<Float64Array>(),
-            )),
+            with_nulls::<_, Float64Array>(n, |i| if i == 0 { f64::NAN } else { i as f64 * 1.5 }),
         ),
         (
             "s",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then(|| format!("row {i}: é ✓")))
-                    .collect::<StringArray>(),
-            )),
+            with_nulls::<_, StringArray>(n, |i| format!("row {i}: é ✓")),
         ),
         (
             "bin",
-            column(Arc::new(
-                (0..n)
-                    .map(|i| some(i).then(|| vec![i as u8, 0, 255]))
-                    .collect::<BinaryArray>(),
-            )),
+            with_nulls::<_, BinaryArray>(n, |i| vec![i as u8, 0, 255]),
         ),
-        ("cmd", column(Arc::new(StringArray::from(cmds.to_vec())))),
+        (
+            "cmd",
+            Arc::new(StringArray::from(cmds.to_vec())) as ArrayRef,
+        ),
     ])
     .expect("a batch")
+}
+
+/// A column of `n` values, every third one null.
+fn with_nulls<T, A>(n: usize, value: impl Fn(usize) -> T) -> ArrayRef
+where
+    A: FromIterator<Option<T>> + arrow_array::Array + 'static,
+{
+    Arc::new(
+        (0..n)
+            .map(|i| (i % 3 != 1).then(|| value(i)))
+            .collect::<A>(),
+    )
 }
 
 /// The batch without its `cmd` column: what the echo returns.
