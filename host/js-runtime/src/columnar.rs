@@ -16,10 +16,10 @@
 //! `null` where a row is null. An output may be a typed array of its type or an
 //! array (`null` and `undefined` are null).
 
-use rquickjs::{Array, BigInt, CatchResultExt, Ctx, Function, Object, TypedArray, Value};
+use rquickjs::{Array, BigInt, Ctx, Function, Object, TypedArray, Value};
 
 use crate::burncache::host::types::{Column, ColumnType, Error, Signature};
-use crate::{ColumnData, exception, internal};
+use crate::{ColumnData, call_awaited, internal};
 
 /// The declared columns of a `columns` export.
 pub(crate) fn signature(columns: &Object<'_>) -> Result<Signature, Error> {
@@ -109,17 +109,7 @@ pub(crate) fn call<'js>(
         let value = to_js(ctx, column, rows).map_err(internal)?;
         argument.set(name, value).map_err(internal)?;
     }
-    let returned: Value = function
-        .call((argument,))
-        .catch(ctx)
-        .map_err(|e| exception(ctx, e, "the script threw"))?;
-    let returned = match returned.as_promise() {
-        Some(promise) => promise
-            .finish::<Value>()
-            .catch(ctx)
-            .map_err(|e| exception(ctx, e, "the script's promise was rejected"))?,
-        None => returned,
-    };
+    let returned = call_awaited(ctx, &function, argument.into_value())?;
     let Some(returned) = returned.as_object() else {
         return Err(Error::Guest(format!(
             "columns.call must return an object of output columns, not {}",

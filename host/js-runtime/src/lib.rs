@@ -801,18 +801,28 @@ fn position_in(stack: &str) -> Option<(u32, u32)> {
 /// Calls the script's function on one input.
 fn invoke<'js>(ctx: &Ctx<'js>, function: &Function<'js>, input: Payload) -> Result<Payload, Error> {
     let input = from_payload(ctx, input).map_err(internal)?;
+    let returned = call_awaited(ctx, function, input)?;
+    to_payload(ctx, &returned)
+}
+
+/// Calls a script's function on one argument and, when it returns a promise,
+/// waits for it; a throw or a rejection is the script's error.
+fn call_awaited<'js>(
+    ctx: &Ctx<'js>,
+    function: &Function<'js>,
+    argument: Value<'js>,
+) -> Result<Value<'js>, Error> {
     let returned: Value = function
-        .call((input,))
+        .call((argument,))
         .catch(ctx)
         .map_err(|e| exception(ctx, e, "the script threw"))?;
-    let returned = match returned.as_promise() {
+    match returned.as_promise() {
         Some(promise) => promise
             .finish::<Value>()
             .catch(ctx)
-            .map_err(|e| exception(ctx, e, "the script's promise was rejected"))?,
-        None => returned,
-    };
-    to_payload(ctx, &returned)
+            .map_err(|e| exception(ctx, e, "the script's promise was rejected")),
+        None => Ok(returned),
+    }
 }
 
 /// Calls a whole-batch function once with every input, and checks what comes back:
