@@ -149,9 +149,13 @@ impl ScalarUDFImpl for BurnCacheUdf {
 
     /// The declared types, for arguments that convert to them without loss: the
     /// other forms of strings and bytes (Parquet strings are read as `Utf8View`),
-    /// narrower numbers, and integers as floats, as SQL promotes them. Anything else
+    /// narrower numbers, and integers as floats, as SQL promotes them (64-bit
+    /// integers beyond 2^53 then round to the nearest float, as they do in
+    /// DataFusion's own arithmetic). Anything else
     /// (a float to an integer, a string to a number) is refused when the query is
-    /// planned, naming the argument.
+    /// planned, naming the argument. Strings and bytes in other forms stay as they
+    /// are until the call, which lays them out plainly only once it has checked the
+    /// plain form fits (a view or dictionary can point every row at one long value).
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         let declared: Vec<DataType> = self
             .inputs
@@ -189,7 +193,17 @@ impl ScalarUDFImpl for BurnCacheUdf {
                 )));
             }
         }
-        Ok(declared)
+        Ok(arg_types
+            .iter()
+            .zip(declared)
+            .map(|(given, wanted)| {
+                if matches!(wanted, DataType::Utf8 | DataType::Binary) && given != &DataType::Null {
+                    given.clone()
+                } else {
+                    wanted
+                }
+            })
+            .collect())
     }
 
     /// One call per batch: the arguments (scalars spread over the batch's rows)
@@ -200,7 +214,13 @@ impl ScalarUDFImpl for BurnCacheUdf {
         let arrays = args
             .args
             .iter()
-            .map(|arg| arg.to_array(rows))
+            .map(|arg| {
+                let array = arg.to_array(rows)?;
+                let plain = burncache::plain_strings(&array).map_err(|e| {
+                    DataFusionError::Execution(format!("{}({}): {e}", self.name, self.digest))
+                })?;
+                Ok(plain.unwrap_or(array))
+            })
             .collect::<Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         let batch = RecordBatch::try_new_with_options(self.inputs.clone(), arrays, &options)?;

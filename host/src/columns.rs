@@ -189,9 +189,9 @@ pub(crate) fn data_type(wit: WitColumnType) -> DataType {
     }
 }
 
-/// A type as the contract spells it (`float64`, `utf8`), or as Arrow does for types
-/// outside the contract.
-pub(crate) fn type_name(ty: &DataType) -> String {
+/// A column type as the contract spells it (`float64`, `utf8`), or as Arrow does
+/// for types outside the contract.
+pub fn type_name(ty: &DataType) -> String {
     let name = match ty {
         DataType::Boolean => "boolean",
         DataType::Int8 => "int8",
@@ -209,6 +209,85 @@ pub(crate) fn type_name(ty: &DataType) -> String {
         other => return format!("{other} (not a column type of the contract)"),
     };
     name.to_string()
+}
+
+/// A column of strings or byte strings in another of Arrow's forms (large, view,
+/// dictionary-encoded: what Parquet readers, DataFusion, Polars and pyarrow hand
+/// out) as the contract's `utf8` or `binary`; `None` for any other column, which
+/// goes as it is.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] when the plain form would not fit a column (2 GiB of
+/// values): views and dictionary keys can point many rows at one long value, and
+/// laid out plainly each row holds its own copy. That is checked before anything is
+/// allocated.
+pub fn plain_strings(column: &ArrayRef) -> Result<Option<ArrayRef>, Error> {
+    fn plain(ty: &DataType) -> Option<DataType> {
+        match ty {
+            DataType::LargeUtf8 | DataType::Utf8View => Some(DataType::Utf8),
+            DataType::LargeBinary | DataType::BinaryView => Some(DataType::Binary),
+            DataType::Dictionary(_, values) => match values.as_ref() {
+                DataType::Utf8 => Some(DataType::Utf8),
+                DataType::Binary => Some(DataType::Binary),
+                other => plain(other),
+            },
+            _ => None,
+        }
+    }
+    let Some(to) = plain(column.data_type()) else {
+        return Ok(None);
+    };
+    let len = plain_len(column.as_ref()).unwrap_or(0);
+    if len > i32::MAX as u64 {
+        return Err(Error::InvalidInput(format!(
+            "a column of {} holds {len} bytes once each row has its own copy of its \
+             value, more than a column carries (2 GiB); pass fewer rows at a time",
+            type_name(column.data_type())
+        )));
+    }
+    arrow_cast::cast(column, &to)
+        .map(Some)
+        .map_err(|e| Error::InvalidInput(format!("cannot read a column as {to}: {e}")))
+}
+
+/// The bytes a string or byte-string column takes laid out plainly, every row with
+/// its own copy of its value: at most what Arrow's cast to the plain form reserves.
+fn plain_len(column: &dyn Array) -> Option<u64> {
+    fn spans<O: arrow_array::OffsetSizeTrait>(offsets: &[O]) -> Vec<u64> {
+        offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_usize() as u64)
+            .collect()
+    }
+    fn lengths(values: &dyn Array) -> Option<Vec<u64>> {
+        let viewed = |views: &[u128]| views.iter().map(|&v| u64::from(v as u32)).collect();
+        Some(match values.data_type() {
+            DataType::Utf8 => spans(values.as_string::<i32>().value_offsets()),
+            DataType::LargeUtf8 => spans(values.as_string::<i64>().value_offsets()),
+            DataType::Binary => spans(values.as_binary::<i32>().value_offsets()),
+            DataType::LargeBinary => spans(values.as_binary::<i64>().value_offsets()),
+            DataType::Utf8View => viewed(values.as_string_view().views()),
+            DataType::BinaryView => viewed(values.as_binary_view().views()),
+            _ => return None,
+        })
+    }
+    match column.data_type() {
+        DataType::Dictionary(..) => {
+            let dictionary = column.as_any_dictionary();
+            let lengths = lengths(dictionary.values().as_ref())?;
+            let nulls = dictionary.keys().logical_nulls();
+            let keys = dictionary.normalized_keys();
+            Some(
+                keys.iter()
+                    .enumerate()
+                    .filter(|&(row, _)| nulls.as_ref().is_none_or(|n| n.is_valid(row)))
+                    .map(|(_, &key)| lengths.get(key).copied().unwrap_or(0))
+                    .sum(),
+            )
+        }
+        _ => lengths(column).map(|lengths| lengths.iter().sum()),
+    }
 }
 
 /// `a (float64), b (utf8)`, or `no columns`.

@@ -55,7 +55,7 @@ pub mod server;
 pub use artifacts::{ArtifactStats, artifact_stats, clear_artifacts, default_artifact_dir};
 pub use burncache::BurnCache;
 pub use calls::{HttpFinish, HttpResponse, RunOptions};
-pub use columns::{ARROW_STREAM, ColumnSignature};
+pub use columns::{ARROW_STREAM, ColumnSignature, plain_strings, type_name as column_type_name};
 pub use compose::compose;
 pub use digest::Digest;
 pub use engine::{Config, HttpGuestGrants};

@@ -742,6 +742,216 @@ fn map_reads_csv_as_the_declared_types_and_writes_ndjson() {
     );
 }
 
+/// `map` over Arrow IPC files and streams: read as they are, and a crafted one
+/// whose headers declare more than the file holds (which Arrow's readers would
+/// allocate up front) is refused as unreadable before anything is read or written.
+#[test]
+fn map_reads_arrow_files_and_refuses_ones_that_declare_more_than_they_hold() {
+    let dir = tempdir();
+    let batch = xs((0..1000).map(|i| Some(f64::from(i))).collect());
+    let stream = arrow_ipc_bytes(&batch);
+    let mut writer =
+        arrow_ipc::writer::FileWriter::try_new(Vec::new(), batch.schema_ref()).expect("w");
+    writer.write(&batch).expect("write");
+    let file = writer.into_inner().expect("bytes");
+    // The body's length (1,000 f64 values) stands in the batch's header, and in the
+    // file's footer too; declared as 2^62 bytes.
+    let patch = |bytes: &[u8]| {
+        let (from, to) = (8000i64.to_le_bytes(), (1i64 << 62).to_le_bytes());
+        let mut bytes = bytes.to_vec();
+        let mut patched = 0;
+        for at in 0..bytes.len() - 8 {
+            if bytes[at..at + 8] == from {
+                bytes[at..at + 8].copy_from_slice(&to);
+                patched += 1;
+            }
+        }
+        assert!(patched > 0, "the body length is in the bytes");
+        bytes
+    };
+    for (name, good, what) in [
+        ("data.arrows", stream, "Arrow IPC stream"),
+        ("data.arrow", file, "Arrow IPC"),
+    ] {
+        let input = dir.join(name);
+        let output = dir.join(format!("{name}.ndjson"));
+        let map = |input: &std::path::Path| {
+            burncache(
+                &[
+                    "map",
+                    guests::DOUBLE_COLUMNS,
+                    input.to_str().expect("utf-8"),
+                    "-o",
+                    output.to_str().expect("utf-8"),
+                ],
+                b"",
+            )
+        };
+        std::fs::write(&input, &good).expect("write");
+        let out = map(&input);
+        assert_exit(&out, 0);
+        let doubled: Vec<f64> = std::fs::read_to_string(&output)
+            .expect("read")
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("a JSON line")["x"]
+                    .as_f64()
+                    .expect("x")
+            })
+            .collect();
+        assert_eq!(
+            doubled,
+            (0..1000).map(|i| f64::from(i) * 2.0).collect::<Vec<_>>()
+        );
+        std::fs::remove_file(&output).expect("remove");
+
+        let crafted = dir.join(format!("crafted-{name}"));
+        std::fs::write(&crafted, patch(&good)).expect("write");
+        let out = map(&crafted);
+        assert_exit(&out, 1);
+        assert!(
+            stderr(&out).contains(&format!("is not a readable {what} file")),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!output.exists());
+    }
+}
+
+/// `map` reads only the columns it needs, and refuses inputs crafted to make a
+/// reader allocate far more than the file holds: clearly, leaving no output.
+#[test]
+fn map_reads_only_what_it_needs_and_refuses_crafted_inputs() {
+    let dir = tempdir();
+    let map = |input: &std::path::Path, output: &std::path::Path| {
+        burncache(
+            &[
+                "map",
+                guests::DOUBLE_COLUMNS,
+                input.to_str().expect("utf-8"),
+                "-o",
+                output.to_str().expect("utf-8"),
+            ],
+            b"",
+        )
+    };
+
+    // 20,000 other keys on the first line and 65,536 rows: read in full, they
+    // would take 20,000 columns of 65,536 rows.
+    let wide = dir.join("wide.ndjson");
+    let mut text = String::from("{\"x\": 1");
+    for i in 0..20_000 {
+        text.push_str(&format!(", \"k{i}\": {i}"));
+    }
+    text.push_str("}\n");
+    text.push_str(&"{\"x\": 2}\n".repeat(65_535));
+    std::fs::write(&wide, text).expect("write");
+    let output = dir.join("wide-out.csv");
+    let out = map(&wide, &output);
+    assert_exit(&out, 0);
+    let written = std::fs::read_to_string(&output).expect("read");
+    let mut lines = written.lines();
+    assert_eq!(lines.next(), Some("x"));
+    assert_eq!(lines.next(), Some("2.0"));
+    assert_eq!(lines.clone().count(), 65_535);
+    assert!(lines.all(|l| l == "4.0"));
+
+    // A column the function takes, missing: named with what the file has.
+    let other = dir.join("other.parquet");
+    parquet_file(
+        &other,
+        &RecordBatch::try_from_iter([("y", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef)])
+            .expect("batch"),
+    );
+    let out = map(&other, &dir.join("other-out.csv"));
+    assert_exit(&out, 19);
+    assert!(
+        stderr(&out).contains("has no column `x` (the function takes `x` as float64); it has `y`"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A 30-byte Parquet file whose footer declares 2^31 - 1 row groups.
+    let footer = [
+        0x15u8, 0x02, 0x19, 0x1c, 0x48, 0x01, b'r', 0x00, 0x16, 0x00, 0x19, 0xfc, 0xff, 0xff, 0xff,
+        0xff, 0x07, 0x00,
+    ];
+    let mut crafted = b"PAR1".to_vec();
+    crafted.extend_from_slice(&footer);
+    crafted.extend_from_slice(&(footer.len() as u32).to_le_bytes());
+    crafted.extend_from_slice(b"PAR1");
+    let row_groups = dir.join("row-groups.parquet");
+    std::fs::write(&row_groups, crafted).expect("write");
+    let output = dir.join("row-groups-out.csv");
+    let out = map(&row_groups, &output);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("is not a readable Parquet file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!output.exists());
+
+    // String views: 65,536 rows that each point at one 64 KiB value, 4 GiB once
+    // every row has its own copy, in a 1 MiB file.
+    let value = arrow_buffer::Buffer::from(vec![b'a'; 64 << 10]);
+    // A view: its length, its first four bytes, its buffer (0) and offset (0).
+    let view = (64u128 << 10) | (u128::from(u32::from_le_bytes(*b"aaaa")) << 32);
+    let views = arrow_array::StringViewArray::try_new(
+        arrow_buffer::ScalarBuffer::from(vec![view; 65_536]),
+        vec![value],
+        None,
+    )
+    .expect("views");
+    let batch = RecordBatch::try_from_iter([("x", Arc::new(views) as ArrayRef)]).expect("batch");
+    let viewed = dir.join("views.arrows");
+    std::fs::write(&viewed, arrow_ipc_bytes(&batch)).expect("write");
+    let output = dir.join("views-out.csv");
+    let out = map(&viewed, &output);
+    assert_exit(&out, 19);
+    assert!(
+        stderr(&out).contains("more than a column carries (2 GiB)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!output.exists());
+}
+
+/// An output that is a link stays one, and the file it points at keeps its mode.
+#[cfg(unix)]
+#[test]
+fn map_replaces_what_an_output_link_points_at_with_its_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempdir();
+    let input = dir.join("in.csv");
+    std::fs::write(&input, "x\n1\n").expect("write");
+    let real = dir.join("private.csv");
+    std::fs::write(&real, "old\n").expect("write");
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let link = dir.join("link.csv");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let out = burncache(
+        &[
+            "map",
+            guests::DOUBLE_COLUMNS,
+            input.to_str().expect("utf-8"),
+            "-o",
+            link.to_str().expect("utf-8"),
+        ],
+        b"",
+    );
+    assert_exit(&out, 0);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .expect("link")
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&real).expect("read"), "x\n2.0\n");
+    let mode = std::fs::metadata(&real).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
 /// A columnar script: columns arrive as typed arrays (arrays when they hold nulls)
 /// and go back from either.
 const JS_COLUMNS: &str = r#"

@@ -122,7 +122,13 @@ impl MapCommand {
         let limits = self.limits.limits();
         let signature = cache.describe_columns(&digest, &limits).await?;
 
-        let reader = open(&self.input, from, &signature, self.batch_rows as usize)?;
+        let reader = open(
+            &self.input,
+            from,
+            &signature,
+            &self.keep,
+            self.batch_rows as usize,
+        )?;
         let input_schema = reader.batches.schema();
         let kept = self
             .keep
@@ -271,39 +277,26 @@ async fn call(
 
 /// The function's input columns' strings and bytes as the contract carries them:
 /// the large, view and dictionary-encoded forms other writers use (Polars, pyarrow)
-/// cast to `Utf8` and `Binary`. Other types go as they are, for the call to check.
+/// as `Utf8` and `Binary`. Other types go as they are, for the call to check.
 fn plain_strings(batch: &RecordBatch, inputs: &Schema) -> anyhow::Result<RecordBatch> {
-    use arrow_schema::DataType;
-    fn plain(ty: &DataType) -> Option<DataType> {
-        match ty {
-            DataType::LargeUtf8 | DataType::Utf8View => Some(DataType::Utf8),
-            DataType::LargeBinary | DataType::BinaryView => Some(DataType::Binary),
-            DataType::Dictionary(_, values) => match values.as_ref() {
-                DataType::Utf8 => Some(DataType::Utf8),
-                DataType::Binary => Some(DataType::Binary),
-                other => plain(other),
-            },
-            _ => None,
-        }
-    }
-    // Only the columns the function takes.
-    let plain = |field: &Field| -> Option<DataType> {
-        inputs.field_with_name(field.name()).ok()?;
-        plain(field.data_type())
-    };
     let schema = batch.schema();
-    if !schema.fields().iter().any(|f| plain(f).is_some()) {
-        return Ok(batch.clone());
-    }
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        match plain(field) {
-            Some(ty) => {
-                let cast = arrow_cast::cast(column, &ty)
-                    .with_context(|| format!("cannot read column `{}` as {ty}", field.name()))?;
-                fields.push(field.as_ref().clone().with_data_type(ty));
-                columns.push(cast);
+        let plain = match inputs.field_with_name(field.name()) {
+            Ok(_) => burncache::plain_strings(column)
+                .with_context(|| format!("cannot read column `{}`", field.name()))?,
+            Err(_) => None,
+        };
+        match plain {
+            Some(plain) => {
+                fields.push(
+                    field
+                        .as_ref()
+                        .clone()
+                        .with_data_type(plain.data_type().clone()),
+                );
+                columns.push(plain);
             }
             None => {
                 fields.push(field.as_ref().clone());
@@ -342,21 +335,75 @@ struct Input {
     rows: Option<u64>,
 }
 
+/// Opens `path` to read in batches of `rows` rows: only the columns the function
+/// takes and the `keep` ones are read (a file's other columns, however many and
+/// however large, cost nothing).
+///
+/// # Errors
+///
+/// [`burncache::Error::InvalidInput`] when the file lacks a column the function
+/// takes, naming the columns it has.
 fn open(
     path: &Path,
     format: Format,
     signature: &ColumnSignature,
+    keep: &[String],
     rows: usize,
 ) -> anyhow::Result<Input> {
     let file = || File::open(path).with_context(|| format!("cannot open {}", path.display()));
     let bad = |what: &str| format!("{} is not a readable {what} file", path.display());
+    // The indices in `schema` of the columns read, in the file's order.
+    let wanted = |schema: &Schema| -> anyhow::Result<Vec<usize>> {
+        if let Some(missing) = signature
+            .inputs
+            .fields()
+            .iter()
+            .find(|f| schema.field_with_name(f.name()).is_err())
+        {
+            let has: Vec<String> = schema
+                .fields()
+                .iter()
+                .take(32)
+                .map(|f| format!("`{}`", f.name()))
+                .collect();
+            return Err(burncache::Error::InvalidInput(format!(
+                "{} has no column `{}` (the function takes `{}` as {}); it has {}{}",
+                path.display(),
+                missing.name(),
+                missing.name(),
+                burncache::column_type_name(missing.data_type()),
+                if has.is_empty() {
+                    "none".to_string()
+                } else {
+                    has.join(", ")
+                },
+                if schema.fields().len() > 32 {
+                    ", ..."
+                } else {
+                    ""
+                },
+            ))
+            .into());
+        }
+        Ok((0..schema.fields().len())
+            .filter(|&i| {
+                let name = schema.field(i).name();
+                signature.inputs.field_with_name(name).is_ok() || keep.contains(name)
+            })
+            .collect())
+    };
     Ok(match format {
         Format::Parquet => {
+            let mut file = file()?;
+            super::parquet_footer::check(&mut file).with_context(|| bad("Parquet"))?;
             let builder =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file()?)
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
                     .with_context(|| bad("Parquet"))?;
             let total = builder.metadata().file_metadata().num_rows();
+            let columns = wanted(builder.schema())?;
+            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), columns);
             let reader = builder
+                .with_projection(mask)
                 .with_batch_size(rows)
                 .build()
                 .with_context(|| bad("Parquet"))?;
@@ -366,16 +413,36 @@ fn open(
             }
         }
         Format::Arrow => {
-            let reader = arrow_ipc::reader::FileReader::try_new(BufReader::new(file()?), None)
-                .with_context(|| bad("Arrow IPC"))?;
+            let mut file = file()?;
+            check_ipc_lengths(&mut file, format).with_context(|| bad("Arrow IPC"))?;
+            let schema = read_ipc(|| arrow_ipc::reader::FileReader::try_new(&mut file, None))
+                .with_context(|| bad("Arrow IPC"))?
+                .schema();
+            let columns = wanted(&schema)?;
+            file.rewind().context("cannot rewind the input")?;
+            let reader = read_ipc(|| {
+                arrow_ipc::reader::FileReader::try_new(BufReader::new(file), Some(columns))
+            })
+            .with_context(|| bad("Arrow IPC"))?;
             Input {
                 batches: Box::new(Rebatched::new(reader, rows)),
                 rows: None,
             }
         }
         Format::Arrows => {
-            let reader = arrow_ipc::reader::StreamReader::try_new(BufReader::new(file()?), None)
-                .with_context(|| bad("Arrow IPC stream"))?;
+            let mut file = file()?;
+            check_ipc_lengths(&mut file, format).with_context(|| bad("Arrow IPC stream"))?;
+            let schema = read_ipc(|| {
+                arrow_ipc::reader::StreamReader::try_new(BufReader::new(&mut file), None)
+            })
+            .with_context(|| bad("Arrow IPC stream"))?
+            .schema();
+            let columns = wanted(&schema)?;
+            file.rewind().context("cannot rewind the input")?;
+            let reader = read_ipc(|| {
+                arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), Some(columns))
+            })
+            .with_context(|| bad("Arrow IPC stream"))?;
             Input {
                 batches: Box::new(Rebatched::new(reader, rows)),
                 rows: None,
@@ -388,7 +455,9 @@ fn open(
                 .infer_schema(BufReader::new(&mut file), Some(10_000))
                 .with_context(|| bad("CSV"))?;
             file.rewind().context("cannot rewind the input")?;
-            let reader = arrow_csv::ReaderBuilder::new(declared(inferred, signature))
+            let schema = declared(inferred, signature);
+            let reader = arrow_csv::ReaderBuilder::new(schema.clone())
+                .with_projection(wanted(&schema)?)
                 .with_format(format)
                 .with_batch_size(rows)
                 .build(BufReader::new(file))
@@ -404,7 +473,10 @@ fn open(
                 arrow_json::reader::infer_json_schema(BufReader::new(&mut file), Some(10_000))
                     .with_context(|| bad("NDJSON"))?;
             file.rewind().context("cannot rewind the input")?;
-            let reader = arrow_json::ReaderBuilder::new(declared(inferred, signature))
+            // Keys of other columns are passed over as they are read.
+            let schema = declared(inferred, signature);
+            let schema = Arc::new(schema.project(&wanted(&schema)?)?);
+            let reader = arrow_json::ReaderBuilder::new(schema)
                 .with_batch_size(rows)
                 .build(BufReader::new(file))
                 .with_context(|| bad("NDJSON"))?;
@@ -414,6 +486,125 @@ fn open(
             }
         }
     })
+}
+
+/// Arrow's IPC readers allocate what a file's headers say a message holds before
+/// reading it, so a crafted file (a 100-byte one declaring a body of terabytes)
+/// would abort the process. Before they read, every message's metadata and body
+/// are checked to lie within the file: the footer's blocks for the file format, each
+/// message in turn for the stream format (its metadata read, its body skipped).
+/// Compressed batches are refused: a compressed buffer declares the size it
+/// expands to, which would be allocated as declared. The file is left rewound.
+fn check_ipc_lengths(file: &mut File, format: Format) -> anyhow::Result<()> {
+    use std::io::{Read, SeekFrom};
+
+    let size = file
+        .metadata()
+        .context("cannot read the input's size")?
+        .len();
+    let mut read = |at: u64, len: u64| -> anyhow::Result<Vec<u8>> {
+        let end = at.checked_add(len).filter(|&end| end <= size);
+        if end.is_none() {
+            bail!("{len} bytes at byte {at} run past its end ({size} bytes)");
+        }
+        file.seek(SeekFrom::Start(at))?;
+        let mut bytes = vec![0; len as usize];
+        file.read_exact(&mut bytes)?;
+        Ok(bytes)
+    };
+    if format == Format::Arrow {
+        // ARROW1, padding, the stream, the footer, its length, ARROW1.
+        if size < 18 {
+            bail!("it is {size} bytes long");
+        }
+        let tail = read(size - 10, 10)?;
+        if tail[4..] != *b"ARROW1" || read(0, 6)? != b"ARROW1" {
+            bail!("it does not begin and end with ARROW1");
+        }
+        let footer_len = u64::try_from(i32::from_le_bytes(tail[..4].try_into()?))
+            .ok()
+            .filter(|&len| len <= size - 18)
+            .context("its footer's length does not fit in it")?;
+        let footer = read(size - 10 - footer_len, footer_len)?;
+        let footer = arrow_ipc::root_as_footer(&footer)
+            .map_err(|e| anyhow::anyhow!("its footer is malformed: {e}"))?;
+        let data = size - 10 - footer_len;
+        let blocks = footer.recordBatches().into_iter().flatten();
+        for block in blocks.chain(footer.dictionaries().into_iter().flatten()) {
+            let (at, meta, body) = (block.offset(), block.metaDataLength(), block.bodyLength());
+            let fits = u64::try_from(at)
+                .ok()
+                .zip(u64::try_from(meta).ok())
+                .zip(u64::try_from(body).ok())
+                .and_then(|((at, meta), body)| at.checked_add(meta)?.checked_add(body))
+                .is_some_and(|end| end <= data);
+            if !fits {
+                bail!("a block of {meta} + {body} bytes at byte {at} runs past its data");
+            }
+            // The block's message: its length, after a continuation marker or not.
+            let header = read(at as u64, meta as u64)?;
+            let skip = if header.starts_with(&[0xff; 4]) { 8 } else { 4 };
+            let message = header
+                .get(skip..)
+                .and_then(|m| arrow_ipc::root_as_message(m).ok())
+                .with_context(|| format!("the block at byte {at} is malformed"))?;
+            refuse_compressed(&message)?;
+        }
+    } else {
+        let mut at = 0u64;
+        while at < size {
+            let mut len = read(at, 4)?;
+            at += 4;
+            if len == [0xff; 4] {
+                len = read(at, 4)?;
+                at += 4;
+            }
+            let len = i32::from_le_bytes(len[..].try_into()?);
+            if len == 0 {
+                break;
+            }
+            let len = u64::try_from(len).context("a message has a negative length")?;
+            let message = read(at, len)?;
+            at += len;
+            let message = arrow_ipc::root_as_message(&message)
+                .map_err(|e| anyhow::anyhow!("a message before byte {at} is malformed: {e}"))?;
+            refuse_compressed(&message)?;
+            let body = u64::try_from(message.bodyLength())
+                .ok()
+                .filter(|&body| body <= size - at)
+                .with_context(|| {
+                    format!(
+                        "a message declares a body of {} bytes at byte {at}, {} remain",
+                        message.bodyLength(),
+                        size - at
+                    )
+                })?;
+            at += body;
+        }
+    }
+    file.rewind().context("cannot rewind the input")?;
+    Ok(())
+}
+
+fn refuse_compressed(message: &arrow_ipc::Message<'_>) -> anyhow::Result<()> {
+    let batch = message
+        .header_as_record_batch()
+        .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+    if batch.is_some_and(|b| b.compression().is_some()) {
+        bail!(
+            "its batches are compressed, which is not read here; write it uncompressed, or as Parquet"
+        );
+    }
+    Ok(())
+}
+
+/// Runs one of Arrow's IPC reader constructors, which panic on some malformed
+/// headers (an integer of 7 bits, a footer without a schema), as an error.
+fn read_ipc<T>(open: impl FnOnce() -> Result<T, arrow_schema::ArrowError>) -> anyhow::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(open)) {
+        Ok(opened) => Ok(opened?),
+        Err(_) => bail!("its headers are malformed"),
+    }
 }
 
 /// A text format's inferred schema with the function's input columns read as the
@@ -479,20 +670,44 @@ impl<R: RecordBatchReader> RecordBatchReader for Rebatched<R> {
 /// Where the output is written until it is whole: a file of an unpredictable name
 /// beside the output, created exclusively, renamed over the output at the end and
 /// removed when the map fails or is interrupted (an existing output is left as it
-/// was). Stdout is written directly.
+/// was). An output that is a symbolic link stays one: its target is replaced, with
+/// the mode it had. Stdout, and outputs that are not regular files (`/dev/null`, a
+/// named pipe), are written directly.
 struct Partial {
     target: PathBuf,
-    file: Option<tempfile::NamedTempFile>,
+    to: Destination,
+}
+
+enum Destination {
+    Stdout,
+    Direct,
+    Renamed(tempfile::NamedTempFile),
 }
 
 impl Partial {
     fn new(target: &Path) -> anyhow::Result<Partial> {
+        let cannot = || format!("cannot create a file beside {}", target.display());
         if target == Path::new("-") {
             return Ok(Partial {
                 target: target.to_path_buf(),
-                file: None,
+                to: Destination::Stdout,
             });
         }
+        let existing = std::fs::metadata(target).ok();
+        if existing.as_ref().is_some_and(|m| !m.is_file()) {
+            if existing.as_ref().is_some_and(|m| m.is_dir()) {
+                bail!("{} is a directory", target.display());
+            }
+            return Ok(Partial {
+                target: target.to_path_buf(),
+                to: Destination::Direct,
+            });
+        }
+        // The file a link points at is the one replaced.
+        let target = match existing {
+            Some(_) => std::fs::canonicalize(target).with_context(cannot)?,
+            None => target.to_path_buf(),
+        };
         let dir = match target.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
@@ -504,28 +719,40 @@ impl Partial {
         let prefix = format!(".{name}.");
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(".partial");
-        // Whatever File::create would give (0666 less the umask), not 0600.
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-        let file = builder
-            .tempfile_in(dir)
-            .with_context(|| format!("cannot create a file beside {}", target.display()))?;
+        // The existing output's mode, else whatever File::create would give (0666
+        // less the umask), not 0600.
+        match &existing {
+            Some(metadata) => {
+                builder.permissions(metadata.permissions());
+            }
+            None => {
+                #[cfg(unix)]
+                builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+            }
+        }
+        let file = builder.tempfile_in(dir).with_context(cannot)?;
         Ok(Partial {
-            target: target.to_path_buf(),
-            file: Some(file),
+            target,
+            to: Destination::Renamed(file),
         })
     }
 
-    /// The file to write: the temporary one, or none for stdout.
+    /// The file to write, or none for stdout.
     fn file(&self) -> anyhow::Result<Option<File>> {
-        self.file
-            .as_ref()
-            .map(|f| f.reopen().context("cannot open the output"))
-            .transpose()
+        let cannot = || format!("cannot open {}", self.target.display());
+        match &self.to {
+            Destination::Stdout => Ok(None),
+            Destination::Direct => File::options()
+                .write(true)
+                .open(&self.target)
+                .map(Some)
+                .with_context(cannot),
+            Destination::Renamed(file) => file.reopen().map(Some).with_context(cannot),
+        }
     }
 
     fn commit(self) -> anyhow::Result<()> {
-        if let Some(file) = self.file {
+        if let Destination::Renamed(file) = self.to {
             // On disk before it takes the output's name.
             file.as_file()
                 .sync_all()

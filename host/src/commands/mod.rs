@@ -12,6 +12,7 @@ mod hash;
 mod inspect;
 mod ls;
 mod map;
+mod parquet_footer;
 mod run;
 mod serve;
 mod sql;
