@@ -238,7 +238,7 @@ pub fn plain_strings(column: &ArrayRef) -> Result<Option<ArrayRef>, Error> {
     let Some(to) = plain(column.data_type()) else {
         return Ok(None);
     };
-    let len = plain_len(column.as_ref()).unwrap_or(0);
+    let len = plain_len(column.as_ref()).unwrap_or(u64::MAX);
     if len > i32::MAX as u64 {
         return Err(Error::InvalidInput(format!(
             "a column of {} holds {len} bytes once each row has its own copy of its \
@@ -246,13 +246,21 @@ pub fn plain_strings(column: &ArrayRef) -> Result<Option<ArrayRef>, Error> {
             type_name(column.data_type())
         )));
     }
-    arrow_cast::cast(column, &to)
-        .map(Some)
-        .map_err(|e| Error::InvalidInput(format!("cannot read a column as {to}: {e}")))
+    // The cast of large strings converts all of a slice's parent's offsets: these
+    // are copied value by value.
+    let plain: ArrayRef = match column.data_type() {
+        DataType::LargeUtf8 => Arc::new(StringArray::from_iter(column.as_string::<i64>())),
+        DataType::LargeBinary => Arc::new(BinaryArray::from_iter(column.as_binary::<i64>())),
+        _ => arrow_cast::cast(column, &to)
+            .map_err(|e| Error::InvalidInput(format!("cannot read a column as {to}: {e}")))?,
+    };
+    Ok(Some(plain))
 }
 
 /// The bytes a string or byte-string column takes laid out plainly, every row with
-/// its own copy of its value: at most what Arrow's cast to the plain form reserves.
+/// its own copy of its value, and for a dictionary its values laid out plainly
+/// too (they are cast before the keys pick them): at least what Arrow's cast to the
+/// plain form reserves. `None` for other columns.
 fn plain_len(column: &dyn Array) -> Option<u64> {
     fn spans<O: arrow_array::OffsetSizeTrait>(offsets: &[O]) -> Vec<u64> {
         offsets
@@ -278,13 +286,13 @@ fn plain_len(column: &dyn Array) -> Option<u64> {
             let lengths = lengths(dictionary.values().as_ref())?;
             let nulls = dictionary.keys().logical_nulls();
             let keys = dictionary.normalized_keys();
-            Some(
-                keys.iter()
-                    .enumerate()
-                    .filter(|&(row, _)| nulls.as_ref().is_none_or(|n| n.is_valid(row)))
-                    .map(|(_, &key)| lengths.get(key).copied().unwrap_or(0))
-                    .sum(),
-            )
+            let picked: u64 = keys
+                .iter()
+                .enumerate()
+                .filter(|&(row, _)| nulls.as_ref().is_none_or(|n| n.is_valid(row)))
+                .map(|(_, &key)| lengths.get(key).copied().unwrap_or(0))
+                .sum();
+            Some(picked + lengths.iter().sum::<u64>())
         }
         _ => lengths(column).map(|lengths| lengths.iter().sum()),
     }

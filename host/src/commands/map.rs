@@ -670,9 +670,9 @@ impl<R: RecordBatchReader> RecordBatchReader for Rebatched<R> {
 /// Where the output is written until it is whole: a file of an unpredictable name
 /// beside the output, created exclusively, renamed over the output at the end and
 /// removed when the map fails or is interrupted (an existing output is left as it
-/// was). An output that is a symbolic link stays one: its target is replaced, with
-/// the mode it had. Stdout, and outputs that are not regular files (`/dev/null`, a
-/// named pipe), are written directly.
+/// was, and the new one takes its mode). Stdout, and outputs that are not plain
+/// files (a symbolic link, `/dev/null`, a named pipe), are written directly, as a
+/// shell's `>` would: a link keeps pointing where it did.
 struct Partial {
     target: PathBuf,
     to: Destination,
@@ -681,33 +681,29 @@ struct Partial {
 enum Destination {
     Stdout,
     Direct,
-    Renamed(tempfile::NamedTempFile),
+    Renamed {
+        file: tempfile::NamedTempFile,
+        mode: Option<std::fs::Permissions>,
+    },
 }
 
 impl Partial {
     fn new(target: &Path) -> anyhow::Result<Partial> {
-        let cannot = || format!("cannot create a file beside {}", target.display());
-        if target == Path::new("-") {
-            return Ok(Partial {
-                target: target.to_path_buf(),
-                to: Destination::Stdout,
-            });
-        }
-        let existing = std::fs::metadata(target).ok();
-        if existing.as_ref().is_some_and(|m| !m.is_file()) {
-            if existing.as_ref().is_some_and(|m| m.is_dir()) {
-                bail!("{} is a directory", target.display());
-            }
-            return Ok(Partial {
-                target: target.to_path_buf(),
-                to: Destination::Direct,
-            });
-        }
-        // The file a link points at is the one replaced.
-        let target = match existing {
-            Some(_) => std::fs::canonicalize(target).with_context(cannot)?,
-            None => target.to_path_buf(),
+        let partial = |to| Partial {
+            target: target.to_path_buf(),
+            to,
         };
+        if target == Path::new("-") {
+            return Ok(partial(Destination::Stdout));
+        }
+        let existing = std::fs::symlink_metadata(target).ok();
+        match &existing {
+            Some(metadata) if metadata.is_dir() => {
+                bail!("{} is a directory", target.display())
+            }
+            Some(metadata) if !metadata.is_file() => return Ok(partial(Destination::Direct)),
+            _ => {}
+        }
         let dir = match target.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
@@ -719,22 +715,25 @@ impl Partial {
         let prefix = format!(".{name}.");
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(".partial");
-        // The existing output's mode, else whatever File::create would give (0666
-        // less the umask), not 0600.
-        match &existing {
-            Some(metadata) => {
-                builder.permissions(metadata.permissions());
-            }
-            None => {
-                #[cfg(unix)]
-                builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-            }
-        }
-        let file = builder.tempfile_in(dir).with_context(cannot)?;
-        Ok(Partial {
-            target,
-            to: Destination::Renamed(file),
-        })
+        // A new output gets whatever File::create would give (0666 less the umask),
+        // not 0600; a replaced one keeps its permission bits, set when it is whole
+        // (so a read-only one can be written), and is never readable by more than
+        // it was while it is written.
+        #[cfg(unix)]
+        let mode = {
+            use std::os::unix::fs::PermissionsExt as _;
+            let bits = existing.as_ref().map(|m| m.permissions().mode() & 0o777);
+            builder.permissions(std::fs::Permissions::from_mode(
+                bits.map_or(0o666, |bits| bits | 0o200),
+            ));
+            bits.map(std::fs::Permissions::from_mode)
+        };
+        #[cfg(not(unix))]
+        let mode = existing.as_ref().map(|m| m.permissions());
+        let file = builder
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a file beside {}", target.display()))?;
+        Ok(partial(Destination::Renamed { file, mode }))
     }
 
     /// The file to write, or none for stdout.
@@ -744,21 +743,24 @@ impl Partial {
             Destination::Stdout => Ok(None),
             Destination::Direct => File::options()
                 .write(true)
+                .create(true)
+                .truncate(true)
                 .open(&self.target)
                 .map(Some)
                 .with_context(cannot),
-            Destination::Renamed(file) => file.reopen().map(Some).with_context(cannot),
+            Destination::Renamed { file, .. } => file.reopen().map(Some).with_context(cannot),
         }
     }
 
     fn commit(self) -> anyhow::Result<()> {
-        if let Destination::Renamed(file) = self.to {
+        if let Destination::Renamed { file, mode } = self.to {
+            let cannot = || format!("cannot write {}", self.target.display());
+            if let Some(mode) = mode {
+                file.as_file().set_permissions(mode).with_context(cannot)?;
+            }
             // On disk before it takes the output's name.
-            file.as_file()
-                .sync_all()
-                .with_context(|| format!("cannot write {}", self.target.display()))?;
-            file.persist(&self.target)
-                .with_context(|| format!("cannot write {}", self.target.display()))?;
+            file.as_file().sync_all().with_context(cannot)?;
+            file.persist(&self.target).with_context(cannot)?;
         }
         Ok(())
     }

@@ -6,7 +6,15 @@
 //! hundred thousand levels deep, would abort the process. This walks the footer
 //! without building anything: every list, set, map and string must fit in the
 //! bytes that remain, structures nest at most [`MAX_DEPTH`] deep, and so does the
-//! schema.
+//! schema. Field ids and integers are read as the reader reads them, and the
+//! fields of the footer's root and of its schema elements must have the types the
+//! format gives them (the reader reads a known field as its type, whatever the
+//! bytes say it is).
+//!
+//! What this cannot see: a structure deeper in the footer whose fields lie about
+//! their types reads differently here and in the reader, and the reader's pages
+//! trust the sizes their headers declare. parquet 60.1 bounds its own lists; this
+//! stays until the Arrow crates here can move to it.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -42,7 +50,7 @@ pub fn check(file: &mut File) -> anyhow::Result<()> {
                 children: Vec::new(),
             };
             walk.file_metadata()
-                .map_err(|e| anyhow::anyhow!("its footer is malformed: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("its footer is not one we read: {e}"))?;
             schema_depth(&walk.children)?;
         }
     }
@@ -52,9 +60,9 @@ pub fn check(file: &mut File) -> anyhow::Result<()> {
 
 /// How deep the schema's groups nest, from each element's child count in order
 /// (depth first, as Parquet lays them out).
-fn schema_depth(children: &[i64]) -> anyhow::Result<()> {
+fn schema_depth(children: &[i32]) -> anyhow::Result<()> {
     // The children still to come at each open level.
-    let mut open: Vec<i64> = Vec::new();
+    let mut open: Vec<i32> = Vec::new();
     for &count in children {
         if let Some(last) = open.last_mut() {
             *last -= 1;
@@ -76,7 +84,7 @@ struct Walk<'a> {
     bytes: &'a [u8],
     at: usize,
     /// The schema elements' child counts (`num_children`, 0 when absent), in order.
-    children: Vec<i64>,
+    children: Vec<i32>,
 }
 
 /// Compact-protocol type codes.
@@ -148,50 +156,66 @@ impl Walk<'_> {
             })
     }
 
-    /// The footer's root: `FileMetaData`, whose field 2 is the schema.
+    /// The footer's root: `FileMetaData`, whose field 2 is the schema and field 4
+    /// the row groups.
     fn file_metadata(&mut self) -> Result<(), String> {
+        // Its fields' types, by id: version, schema, num_rows, row_groups,
+        // key_value_metadata, created_by, column_orders, encryption_algorithm,
+        // footer_signing_key_metadata.
+        const TYPES: [u8; 9] = [I32, LIST, I64, LIST, LIST, BINARY, LIST, STRUCT, BINARY];
         self.fields(0, |walk, id, ty| {
-            if id == 2 && ty == LIST {
-                walk.schema()
-            } else {
-                walk.value(ty, 1)
+            typed("the footer", &TYPES, id, ty)?;
+            match id {
+                2 => walk.schema(),
+                _ => walk.field_value(ty, 1),
             }
         })
     }
 
     /// The schema: a list of `SchemaElement`s, whose field 5 is `num_children`.
     fn schema(&mut self) -> Result<(), String> {
+        // type, type_length, repetition_type, name, num_children, converted_type,
+        // scale, precision, field_id, logicalType.
+        const TYPES: [u8; 10] = [I32, I32, I32, BINARY, I32, I32, I32, I32, I32, STRUCT];
         let (len, ty) = self.list_header()?;
-        for _ in 0..len {
+        for index in 0..len {
             if ty != STRUCT {
-                self.value(ty, 2)?;
-                continue;
+                return Err("its schema is not a list of structures".to_string());
             }
             let mut children = 0;
             self.fields(2, |walk, id, ty| {
-                if id == 5 && ty == I32 {
-                    children = walk.zigzag()?;
+                typed("a schema element", &TYPES, id, ty)?;
+                if id == 5 {
+                    // As the reader reads an i32.
+                    children = walk.zigzag()? as i32;
                     Ok(())
                 } else {
-                    walk.value(ty, 3)
+                    walk.field_value(ty, 3)
                 }
             })?;
+            // The children follow their group.
+            if usize::try_from(children).is_ok_and(|n| n > len - index - 1) {
+                return Err(format!(
+                    "a schema element declares {children} children, {} elements follow",
+                    len - index - 1
+                ));
+            }
             self.children.push(children);
         }
         Ok(())
     }
 
-    /// A structure's fields up to its stop, each handed to `field` with its id and
-    /// type; booleans are their type.
+    /// A structure's fields up to its stop, each handed to `field` with its id (an
+    /// i16, as the reader reads it) and type.
     fn fields(
         &mut self,
         depth: usize,
-        mut field: impl FnMut(&mut Self, i64, u8) -> Result<(), String>,
+        mut field: impl FnMut(&mut Self, i16, u8) -> Result<(), String>,
     ) -> Result<(), String> {
         if depth > MAX_DEPTH {
             return Err(format!("structures nest more than {MAX_DEPTH} deep"));
         }
-        let mut id = 0i64;
+        let mut id = 0i16;
         loop {
             let header = self.byte()?;
             let ty = header & 0x0f;
@@ -199,13 +223,20 @@ impl Walk<'_> {
                 return Ok(());
             }
             id = match header >> 4 {
-                0 => self.zigzag()?,
-                delta => id + i64::from(delta),
+                0 => self.zigzag()? as i16,
+                delta => id
+                    .checked_add(i16::from(delta))
+                    .ok_or("a field id runs past 32767")?,
             };
-            match ty {
-                TRUE | FALSE => {}
-                _ => field(self, id, ty)?,
-            }
+            field(self, id, ty)?;
+        }
+    }
+
+    /// Skips a field's value: booleans in a structure are their type alone.
+    fn field_value(&mut self, ty: u8, depth: usize) -> Result<(), String> {
+        match ty {
+            TRUE | FALSE => Ok(()),
+            _ => self.value(ty, depth),
         }
     }
 
@@ -252,9 +283,24 @@ impl Walk<'_> {
                 }
                 Ok(())
             }
-            STRUCT => self.fields(depth + 1, |walk, _, ty| walk.value(ty, depth + 2)),
+            STRUCT => self.fields(depth + 1, |walk, _, ty| walk.field_value(ty, depth + 2)),
             other => Err(format!("an unknown type {other} at byte {}", self.at)),
         }
+    }
+}
+
+/// Refuses a known field of a structure whose type is not the one the format
+/// gives it; `types[i]` is field `i + 1`'s.
+fn typed(what: &str, types: &[u8], id: i16, ty: u8) -> Result<(), String> {
+    let wanted = usize::try_from(id)
+        .ok()
+        .and_then(|id| id.checked_sub(1))
+        .and_then(|i| types.get(i));
+    match wanted {
+        Some(&wanted) if wanted != ty => Err(format!(
+            "field {id} of {what} has type {ty}, where the format has {wanted}"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -266,9 +312,9 @@ mod tests {
     fn schema_depth_counts_open_groups() {
         // root(2) -> a(1) -> b(0); c(0)
         assert!(schema_depth(&[2, 1, 0, 0]).is_ok());
-        let deep: Vec<i64> = (0..=MAX_DEPTH as i64).map(|_| 1).chain([0]).collect();
+        let deep: Vec<i32> = (0..=MAX_DEPTH).map(|_| 1).chain([0]).collect();
         assert!(schema_depth(&deep).is_err());
-        let shallow: Vec<i64> = (0..MAX_DEPTH as i64).map(|_| 1).chain([0]).collect();
+        let shallow: Vec<i32> = (0..MAX_DEPTH).map(|_| 1).chain([0]).collect();
         assert!(schema_depth(&shallow).is_ok());
     }
 
@@ -289,5 +335,36 @@ mod tests {
         };
         let error = walk.file_metadata().expect_err("refused");
         assert!(error.contains("2147483647 elements"), "{error}");
+
+        // The same count where a number stands: read as a list by the reader.
+        let mut lying = footer;
+        lying[10] = 0x15;
+        let mut walk = Walk {
+            bytes: &lying,
+            at: 0,
+            children: Vec::new(),
+        };
+        let error = walk.file_metadata().expect_err("refused");
+        assert!(
+            error.contains("field 4 of the footer has type 5"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_group_with_more_children_than_follow_is_refused() {
+        let footer = [
+            0x29, 0x1c, // 2: schema, a list of one structure
+            0x48, 0x01, b'r', // name "r"
+            0x15, 0xfe, 0xff, 0xff, 0xff, 0x0f, // 5: num_children = i32::MAX
+            0x00, 0x00,
+        ];
+        let mut walk = Walk {
+            bytes: &footer,
+            at: 0,
+            children: Vec::new(),
+        };
+        let error = walk.file_metadata().expect_err("refused");
+        assert!(error.contains("2147483647 children"), "{error}");
     }
 }
