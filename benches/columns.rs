@@ -1,6 +1,7 @@
 //! Columnar calls: `x * 2` over 10 million f64 values, side by side in one run:
 //!
-//! - as columnar calls (`double-columns`, Arrow batches of 1 Mi and of 64 Ki rows);
+//! - as columnar calls (`double-columns`, Arrow batches of 1 Mi, 64 Ki and 8 Ki
+//!   rows, the last DataFusion's default batch);
 //! - as the bytes path (`double`, the column as one bytes payload of little-endian
 //!   f64s, 1 Mi values a call);
 //! - per row: one `execute` per value (`double` on 8 bytes), and one `execute_batch`
@@ -25,7 +26,7 @@ fn columns(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let cache = BurnCache::new().expect("cache");
+    let cache = Arc::new(BurnCache::new().expect("cache"));
     let register = |path: &str| {
         runtime
             .block_on(cache.register(&std::fs::read(path).expect("built")))
@@ -50,6 +51,7 @@ fn columns(c: &mut Criterion) {
     };
     let big = batches(1 << 20);
     let small = batches(1 << 16);
+    let datafusion = batches(8192);
     let column: Vec<Vec<u8>> = values
         .chunks(1 << 20)
         .map(|chunk| chunk.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -58,7 +60,11 @@ fn columns(c: &mut Criterion) {
     let mut group = c.benchmark_group("x2_10m_f64");
     group.throughput(Throughput::Elements(VALUES as u64));
     group.sample_size(10);
-    for (name, batches) in [("columnar_1mi_rows", &big), ("columnar_64ki_rows", &small)] {
+    for (name, batches) in [
+        ("columnar_1mi_rows", &big),
+        ("columnar_64ki_rows", &small),
+        ("columnar_8ki_rows", &datafusion),
+    ] {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| async {
                 for batch in batches {
@@ -71,6 +77,37 @@ fn columns(c: &mut Criterion) {
             })
         });
     }
+    // The same 8 Ki-row calls from one task per core, on a runtime with a worker per
+    // core: how calls scale across cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threaded = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let shared = Arc::new((cache.clone(), columnar, datafusion.clone()));
+    group.bench_function("columnar_8ki_rows_task_per_core", |b| {
+        b.to_async(&threaded).iter(|| async {
+            let tasks: Vec<_> = (0..cores)
+                .map(|core| {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let (cache, digest, batches) = &*shared;
+                        for batch in batches.iter().skip(core).step_by(cores) {
+                            let out = cache
+                                .execute_columns(digest, batch, &Limits::default())
+                                .await
+                                .expect("columnar call");
+                            black_box(out);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("task");
+            }
+        })
+    });
     group.bench_function("bytes_1mi_values", |b| {
         b.to_async(&runtime).iter(|| async {
             for chunk in &column {

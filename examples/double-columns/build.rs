@@ -1,0 +1,9 @@
+//! Starts the component's linear memory at 8 MiB, enough for the Arrow buffers of
+//! a 64 Ki-row batch in and out. A memory the function has to grow during a call
+//! is grown again in every fresh instance (the host's allocator puts a reused
+//! slot's memory back to its initial size, a change of page protection that stops
+//! every core running the process); memory that was there from the start costs
+//! only the pages the call touches.
+fn main() {
+    println!("cargo:rustc-link-arg=--initial-memory={}", 8 << 20);
+}
