@@ -133,6 +133,21 @@ async fn a_query_with_a_burncache_udf_equals_the_native_query() {
         "one call per batch, many batches"
     );
 
+    // Batches large enough that a call checks them on the blocking pool: the call
+    // waits there, and its worker is handed over to the runtime's other threads.
+    let large = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_batch_size(65_536),
+    )
+    .enable_url_table();
+    let udf = BurnCacheUdf::new("double", cache.clone(), double, Limits::default())
+        .await
+        .expect("udf");
+    large.register_udf(udf.into());
+    let query = |e: &str| format!("SELECT id, {e} AS y FROM '{path}' ORDER BY id");
+    let got = whole(&run(&large, &query("double(x)")).await);
+    let want = whole(&run(&large, &query("x * 2")).await);
+    assert_eq!(got.columns(), want.columns());
+
     // Arguments convert to the declared types when nothing is lost: integers to
     // floats, as SQL promotes them; a string to a float is refused at planning.
     let got = whole(
