@@ -239,18 +239,20 @@ impl ScalarUDFImpl for BurnCacheUdf {
 /// multi-threaded tokio runtime DataFusion runs on.
 ///
 /// A call mostly computes: its future is polled right here for as long as it only
-/// yields to wake itself again (its fuel yields). Once it waits on something
-/// outside (the blocking pool, a store, a timer), the worker is handed over to the
-/// runtime's other threads (`block_in_place`) and the call is driven to its end
-/// there, so its I/O and timers go on even when every worker is in a call. Handing
+/// yields to wake itself again (its fuel yields), up to 5 ms. Once it waits on
+/// something outside (the blocking pool, a store, a timer), or takes longer, the
+/// worker is handed over to the runtime's other threads (`block_in_place`) and the
+/// call is driven to its end there, so its I/O and timers go on even when every
+/// worker is in a call. Its deadline holds throughout (the engine's epoch clock is
+/// a thread of its own). Handing
 /// over at every call cost DataFusion's 8 Ki-row batches about 60% more time.
 /// A current-thread runtime could not run a call's I/O while its one thread waits,
 /// so it is refused.
 fn block_on<F: Future>(work: F) -> Result<F::Output> {
-    /// The most polls a call gets on the worker before it is handed over: a call
-    /// yields every 50,000 fuel, so this covers calls that burn up to half the
-    /// default fuel ceiling, and bounds the loop whatever wakes the call.
-    const INLINE_POLLS: usize = 10_000;
+    /// How long a call may hold the worker before it is handed over: a batch's
+    /// call takes well under this, and a worker held no longer holds up the
+    /// runtime's I/O and timers (driven by parked workers) for long.
+    const INLINE_FOR: std::time::Duration = std::time::Duration::from_millis(5);
     struct Woken(AtomicBool);
     impl std::task::Wake for Woken {
         fn wake(self: Arc<Self>) {
@@ -277,7 +279,8 @@ fn block_on<F: Future>(work: F) -> Result<F::Output> {
     let woken = Arc::new(Woken(AtomicBool::new(false)));
     let waker = std::task::Waker::from(woken.clone());
     let mut context = std::task::Context::from_waker(&waker);
-    for _ in 0..INLINE_POLLS {
+    let until = std::time::Instant::now() + INLINE_FOR;
+    while std::time::Instant::now() < until {
         woken.0.store(false, Ordering::Release);
         if let std::task::Poll::Ready(done) = work.as_mut().poll(&mut context) {
             return Ok(done);

@@ -3,7 +3,8 @@
 //! is grown again in every fresh instance (the host's allocator puts a reused
 //! slot's memory back to its initial size, a change of page protection that stops
 //! every core running the process); memory that was there from the start costs
-//! only the pages the call touches.
+//! only the pages the call touches. It counts against the call's memory ceiling:
+//! under a ceiling below 8 MiB (the default is 64 MiB) no call of it can start.
 fn main() {
     println!("cargo:rustc-link-arg=--initial-memory={}", 8 << 20);
 }

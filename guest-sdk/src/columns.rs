@@ -24,6 +24,11 @@
 //! [`ColumnarFunction`] and export it with [`export_columns!`](crate::export_columns).
 //!
 //! Guests call other columnar components with [`execute_columns`].
+//!
+//! Link a columnar guest with the memory its batches need from the start
+//! (`cargo:rustc-link-arg=--initial-memory=...` from its `build.rs`; 8 MiB fits
+//! 64 Ki-row f64 batches): memory a call grows is grown again in every fresh
+//! instance, at a cost to every core the host runs on.
 
 use std::fmt::Display;
 use std::io::Cursor;
