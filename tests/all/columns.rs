@@ -742,6 +742,20 @@ fn map_reads_csv_as_the_declared_types_and_writes_ndjson() {
     );
 }
 
+/// `burncache map` of `double-columns` from `input` to `output`.
+fn map_double(input: &std::path::Path, output: &std::path::Path) -> std::process::Output {
+    burncache(
+        &[
+            "map",
+            guests::DOUBLE_COLUMNS,
+            input.to_str().expect("utf-8"),
+            "-o",
+            output.to_str().expect("utf-8"),
+        ],
+        b"",
+    )
+}
+
 /// `map` over Arrow IPC files and streams: read as they are, and a crafted one
 /// whose headers declare more than the file holds (which Arrow's readers would
 /// allocate up front) is refused as unreadable before anything is read or written.
@@ -775,18 +789,7 @@ fn map_reads_arrow_files_and_refuses_ones_that_declare_more_than_they_hold() {
     ] {
         let input = dir.join(name);
         let output = dir.join(format!("{name}.ndjson"));
-        let map = |input: &std::path::Path| {
-            burncache(
-                &[
-                    "map",
-                    guests::DOUBLE_COLUMNS,
-                    input.to_str().expect("utf-8"),
-                    "-o",
-                    output.to_str().expect("utf-8"),
-                ],
-                b"",
-            )
-        };
+        let map = |input: &std::path::Path| map_double(input, &output);
         std::fs::write(&input, &good).expect("write");
         let out = map(&input);
         assert_exit(&out, 0);
@@ -823,18 +826,7 @@ fn map_reads_arrow_files_and_refuses_ones_that_declare_more_than_they_hold() {
 #[test]
 fn map_reads_only_what_it_needs_and_refuses_crafted_inputs() {
     let dir = tempdir();
-    let map = |input: &std::path::Path, output: &std::path::Path| {
-        burncache(
-            &[
-                "map",
-                guests::DOUBLE_COLUMNS,
-                input.to_str().expect("utf-8"),
-                "-o",
-                output.to_str().expect("utf-8"),
-            ],
-            b"",
-        )
-    };
+    let map = map_double;
 
     // 20,000 other keys on the first line and 65,536 rows: read in full, they
     // would take 20,000 columns of 65,536 rows.
@@ -926,18 +918,7 @@ fn map_keeps_an_outputs_mode_and_writes_through_links() {
     let dir = tempdir();
     let input = dir.join("in.csv");
     std::fs::write(&input, "x\n1\n").expect("write");
-    let map = |output: &std::path::Path| {
-        burncache(
-            &[
-                "map",
-                guests::DOUBLE_COLUMNS,
-                input.to_str().expect("utf-8"),
-                "-o",
-                output.to_str().expect("utf-8"),
-            ],
-            b"",
-        )
-    };
+    let map = |output: &std::path::Path| map_double(&input, output);
     let private = dir.join("private.csv");
     std::fs::write(&private, "old\n").expect("write");
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).expect("chmod");
