@@ -44,11 +44,7 @@ pub fn check(file: &mut File) -> anyhow::Result<()> {
             let mut footer = vec![0; len as usize];
             file.seek(SeekFrom::Start(size - 8 - len))?;
             file.read_exact(&mut footer)?;
-            let mut walk = Walk {
-                bytes: &footer,
-                at: 0,
-                children: Vec::new(),
-            };
+            let mut walk = Walk::new(&footer);
             walk.file_metadata()
                 .map_err(|e| anyhow::anyhow!("its footer is not one we read: {e}"))?;
             schema_depth(&walk.children)?;
@@ -103,7 +99,15 @@ const MAP: u8 = 11;
 const STRUCT: u8 = 12;
 const UUID: u8 = 13;
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    fn new(bytes: &'a [u8]) -> Walk<'a> {
+        Walk {
+            bytes,
+            at: 0,
+            children: Vec::new(),
+        }
+    }
+
     fn remaining(&self) -> usize {
         self.bytes.len() - self.at
     }
@@ -328,22 +332,14 @@ mod tests {
             0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x07, // 4: 2^31 - 1 row groups
             0x00,
         ];
-        let mut walk = Walk {
-            bytes: &footer,
-            at: 0,
-            children: Vec::new(),
-        };
+        let mut walk = Walk::new(&footer);
         let error = walk.file_metadata().expect_err("refused");
         assert!(error.contains("2147483647 elements"), "{error}");
 
         // The same count where a number stands: read as a list by the reader.
         let mut lying = footer;
         lying[10] = 0x15;
-        let mut walk = Walk {
-            bytes: &lying,
-            at: 0,
-            children: Vec::new(),
-        };
+        let mut walk = Walk::new(&lying);
         let error = walk.file_metadata().expect_err("refused");
         assert!(
             error.contains("field 4 of the footer has type 5"),
@@ -359,11 +355,7 @@ mod tests {
             0x15, 0xfe, 0xff, 0xff, 0xff, 0x0f, // 5: num_children = i32::MAX
             0x00, 0x00,
         ];
-        let mut walk = Walk {
-            bytes: &footer,
-            at: 0,
-            children: Vec::new(),
-        };
+        let mut walk = Walk::new(&footer);
         let error = walk.file_metadata().expect_err("refused");
         assert!(error.contains("2147483647 children"), "{error}");
     }
